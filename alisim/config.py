@@ -1,0 +1,67 @@
+"""alisim settings: what a test, a benchmark or a developer may change at run time."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+DEFAULT_ACCESS_KEY_ID = "LTAI5tAlisimLocalKey0001"
+DEFAULT_ACCESS_KEY_SECRET = "alisim-local-secret-not-for-production"
+DEFAULT_ACCOUNT_ID = "1234567890123456"
+DEFAULT_REGION = "cn-hangzhou"
+
+
+class BootTime(BaseModel):
+    """Seconds from Starting to the agent's first heartbeat, drawn uniformly per instance."""
+
+    min_seconds: float = Field(ge=0)
+    max_seconds: float = Field(ge=0)
+
+
+class AgentVersions(BaseModel):
+    """Cloud Assistant agent versions given to new instances, per OS."""
+
+    linux: str = "2.2.4.1100"
+    windows: str = "2.1.4.1100"
+
+
+class Settings(BaseModel):
+    """Tunable behaviour; `/_alisim/settings` reads and patches this model."""
+
+    region: str = DEFAULT_REGION
+    account_id: str = DEFAULT_ACCOUNT_ID
+    time_scale: float = Field(
+        default=1.0,
+        ge=0,
+        description="Multiplies every simulated delay (boot, stop, send window, retries).",
+    )
+    boot_time_linux: BootTime = BootTime(min_seconds=20, max_seconds=40)
+    boot_time_windows: BootTime = BootTime(min_seconds=120, max_seconds=300)
+    pending_seconds: float = Field(default=1.0, ge=0, description="Pending -> Starting delay.")
+    stop_seconds: float = Field(default=5.0, ge=0, description="Stopping -> Stopped delay.")
+    agent_versions: AgentVersions = AgentVersions()
+    send_window_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a command waits for an instance's agent before it is Aborted.",
+    )
+    max_concurrent_commands: int = Field(default=32, ge=1)
+    signature_window_seconds: int = Field(default=900, ge=1)
+    event_log_limit: int = Field(default=200_000, ge=100)
+    output_delivery_event_type: str = Field(
+        default="ecs:CloudAssistant:OutputDelivered",
+        description="EventBridge type of the output delivery event (not named in the docs).",
+    )
+
+    def scaled(self, seconds: float) -> float:
+        return seconds * self.time_scale
+
+
+def zero_delay_settings(**overrides: object) -> Settings:
+    """Settings for tests and benchmarks: instances boot at once."""
+    base = Settings(
+        boot_time_linux=BootTime(min_seconds=0, max_seconds=0),
+        boot_time_windows=BootTime(min_seconds=0, max_seconds=0),
+        pending_seconds=0,
+        stop_seconds=0,
+    )
+    return base.model_copy(update=overrides)

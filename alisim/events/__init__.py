@@ -1,0 +1,1 @@
+"""Events alisim publishes, in the documents Alibaba Cloud itself sends."""

@@ -1,0 +1,58 @@
+"""API fault injection: throttle or fail chosen actions, by rate and count (LocalStack-style)."""
+
+from __future__ import annotations
+
+import random
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from alisim.errors import ApiError
+
+_ERRORS: dict[str, tuple[int, str]] = {
+    "Throttling.User": (400, "Request was denied due to user flow control."),
+    "Throttling": (400, "Request was denied due to request throttling."),
+    "ServiceUnavailable": (503, "The request has failed due to a temporary failure of the server."),
+    "InternalError": (500, "The request processing has failed due to some unknown error."),
+}
+
+
+class ApiFault(BaseModel):
+    """Fail calls to `action` (`*` for all) of `product` (`*` for all) with `error`."""
+
+    product: str = "*"
+    action: str = "*"
+    error: Literal["Throttling.User", "Throttling", "ServiceUnavailable", "InternalError"] = (
+        "Throttling.User"
+    )
+    rate: float = Field(default=1.0, ge=0, le=1)
+    count: int | None = Field(default=None, ge=1, description="Stop after failing this many.")
+    retry_after_ms: int = Field(default=100, ge=0)
+
+
+class FaultPlan(BaseModel):
+    api: list[ApiFault] = []
+
+
+class Faults:
+    def __init__(self) -> None:
+        self.plan = FaultPlan()
+        self.injected = 0
+
+    def replace(self, plan: FaultPlan) -> None:
+        self.plan = plan
+
+    def check_api(self, product: str, action: str) -> None:
+        for fault in self.plan.api:
+            if fault.product not in ("*", product) or fault.action not in ("*", action):
+                continue
+            if fault.count is not None and fault.count <= 0:
+                continue
+            if random.random() >= fault.rate:
+                continue
+            if fault.count is not None:
+                fault.count -= 1
+            self.injected += 1
+            status, message = _ERRORS[fault.error]
+            retry_after = fault.retry_after_ms if fault.error.startswith("Throttling") else None
+            raise ApiError(fault.error, message, status, retry_after_ms=retry_after)

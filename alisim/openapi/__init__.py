@@ -1,0 +1,1 @@
+"""The OpenAPI side of alisim: signatures, parameters, dispatch by action and version."""

@@ -1,0 +1,125 @@
+"""Turns an HTTP request into a verified OpenAPI call and its JSON answer.
+
+The ACS3 style carries the action in `x-acs-action`/`x-acs-version` headers; the RPC style
+carries `Action`/`Version` among the parameters. Parameters come from the query and from a
+form body. Every failure becomes Alibaba's error JSON, never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from alisim import ids
+from alisim.errors import ApiError
+from alisim.openapi import registry, signing
+from alisim.openapi.params import Params
+
+if TYPE_CHECKING:
+    from alisim.cloud import Cloud
+
+log = logging.getLogger("alisim.openapi")
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+def is_openapi_request(request: Request) -> bool:
+    return "x-acs-action" in request.headers or "Action" in request.query_params
+
+
+def error_response(error: ApiError, request_id: str) -> Response:
+    body = {
+        "Code": error.code,
+        "Message": error.message,
+        "RequestId": request_id,
+        "HostId": "alisim",
+        "Recommend": "https://api.aliyun.com/troubleshoot?q=" + error.code,
+    }
+    headers = {"x-acs-request-id": request_id}
+    if error.retry_after_ms:
+        headers["x-acs-retry-after"] = str(error.retry_after_ms)
+    return Response(
+        json.dumps(body), status_code=error.status, headers=headers, media_type="application/json"
+    )
+
+
+async def _signed_request(request: Request) -> signing.SignedRequest:
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise ApiError("InvalidParameter.BodyTooLarge", "The request body is too large.", 413)
+    form: list[tuple[str, str]] = []
+    content_type = request.headers.get("content-type", "")
+    if body and content_type.startswith("application/x-www-form-urlencoded"):
+        try:
+            form = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            raise ApiError("InvalidParameter", "The form body is not UTF-8.") from None
+    headers: dict[str, list[str]] = {}
+    for name, value in request.headers.raw:
+        headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+    query = parse_qsl(request.url.query, keep_blank_values=True)
+    return signing.SignedRequest(
+        method=request.method,
+        path=request.url.path,
+        query=query,
+        headers=headers,
+        body=body,
+        form=form,
+    )
+
+
+async def handle(cloud: Cloud, request: Request) -> Response:
+    request_id = ids.request_id()
+    try:
+        signed = await _signed_request(request)
+        params = dict(signed.query)
+        params.update(signed.form)
+        authorization = request.headers.get("authorization", "")
+        action = request.headers.get("x-acs-action") or params.get("Action", "")
+        version = request.headers.get("x-acs-version") or params.get("Version", "")
+        if authorization.startswith(signing.ACS3):
+            signing.verify_acs3(signed, authorization, cloud.credentials, cloud.nonces)
+        elif "Signature" in params:
+            signing.verify_rpc(signed, params, cloud.credentials, cloud.nonces)
+        else:
+            raise ApiError(
+                "IncompleteSignature",
+                "The request is not signed: send an ACS3-HMAC-SHA256 Authorization header or "
+                "the RPC Signature parameters.",
+                400,
+            )
+        product = registry.PRODUCTS.get(version)
+        if product is None:
+            raise ApiError(
+                "InvalidVersion", f"Specified API version {version!r} is not valid.", 400
+            )
+        cloud.count_call(product.name, action)
+        handler = registry.lookup(version, action)
+        if handler is None:
+            raise ApiError(
+                "InvalidAction.NotFound",
+                f"Specified api {action!r} is not found for {product.name} {version}.",
+                404,
+            )
+        cloud.faults.check_api(product.name, action)
+        result = await handler(cloud, Params(params))
+    except ApiError as error:
+        log.info("%s %s -> %s", request.method, request.url.path, error.code)
+        return error_response(error, request_id)
+    except Exception:
+        log.exception("unexpected error serving an OpenAPI request")
+        return error_response(
+            ApiError("InternalError", "alisim failed to serve the request; see its log.", 500),
+            request_id,
+        )
+    result = {"RequestId": request_id, **result}
+    return Response(
+        json.dumps(result),
+        media_type="application/json",
+        headers={"x-acs-request-id": request_id},
+    )

@@ -1,0 +1,1 @@
+"""OSS in alisim: path-style buckets and objects with V1 and V4 signatures."""

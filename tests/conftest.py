@@ -1,0 +1,40 @@
+"""Shared fixtures: one alisim server per test session, reset between tests that ask for it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+os.environ.setdefault("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+
+from alisim.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, zero_delay_settings
+from alisim.server import AlisimServer
+
+
+@pytest.fixture(scope="session")
+def alisim() -> Iterator[AlisimServer]:
+    server = AlisimServer(zero_delay_settings(send_window_seconds=5.0))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def sim(alisim: AlisimServer) -> Iterator[AlisimServer]:
+    """The session's alisim, reset to an empty cloud with default zero-delay settings."""
+    httpx.post(f"{alisim.url}/_alisim/reset").raise_for_status()
+    httpx.patch(
+        f"{alisim.url}/_alisim/settings",
+        json=zero_delay_settings(send_window_seconds=5.0).model_dump(),
+    ).raise_for_status()
+    yield alisim
+
+
+@pytest.fixture
+def access_key() -> tuple[str, str]:
+    return DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET
