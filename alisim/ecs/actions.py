@@ -108,7 +108,7 @@ async def run_instances(cloud: Cloud, params: Params) -> dict[str, Any]:
             f"The specified InstanceType {instance_type!r} does not exist.",
             400,
         )
-    amount = params.int("Amount", 1, minimum=1, maximum=1000) or 1
+    amount = params.int("Amount", 1, minimum=1, maximum=100) or 1
     min_amount = params.int("MinAmount", amount, minimum=1, maximum=amount)
     del min_amount
     tags = _tags(params)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import bisect
 import hashlib
 import time
 from dataclasses import dataclass, field
 
 from alisim.errors import OssError
+from alisim.oss.crc64 import crc64_ecma
 
 
 @dataclass
@@ -16,10 +19,91 @@ class OssObject:
     content_type: str = "application/octet-stream"
     metadata: dict[str, str] = field(default_factory=dict)
     last_modified: float = field(default_factory=time.time)
+    http_headers: dict[str, str] = field(default_factory=dict)
+    """Stored response headers such as Cache-Control and Content-Disposition."""
+    _digests: tuple[bytes, bytes, int] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def _hashes(self) -> tuple[bytes, int]:
+        # Hashing 100 MiB takes a second: hash once per data, not once per read or listing.
+        cached = self._digests
+        if cached is None or cached[0] is not self.data:
+            cached = (self.data, hashlib.md5(self.data).digest(), crc64_ecma(self.data))
+            self._digests = cached
+        return cached[1], cached[2]
 
     @property
     def etag(self) -> str:
-        return '"' + hashlib.md5(self.data).hexdigest().upper() + '"'
+        return '"' + self._hashes()[0].hex().upper() + '"'
+
+    @property
+    def content_md5(self) -> str:
+        return base64.b64encode(self._hashes()[0]).decode("ascii")
+
+    @property
+    def crc64(self) -> int:
+        return self._hashes()[1]
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+class ObjectMap(dict[str, OssObject]):
+    """A dict of objects that keeps its keys sorted for listings as it changes."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._sorted: list[str] | None = None
+
+    def sorted_keys(self) -> list[str]:
+        """Keys in OSS listing order (UTF-8 byte order equals code point order)."""
+        if self._sorted is None:
+            self._sorted = sorted(self)
+        return self._sorted
+
+    def __setitem__(self, key: str, value: OssObject) -> None:
+        if self._sorted is not None and key not in self:
+            bisect.insort(self._sorted, key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        if self._sorted is not None:
+            del self._sorted[bisect.bisect_left(self._sorted, key)]
+
+    def pop(self, key: str, *default: object) -> object:  # type: ignore[override]
+        if key in self:
+            value = self[key]
+            del self[key]
+            return value
+        return super().pop(key, *default)
+
+    def _forget(self) -> None:
+        self._sorted = None
+
+    def clear(self) -> None:
+        super().clear()
+        self._forget()
+
+    def update(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        super().update(*args, **kwargs)  # type: ignore[arg-type]
+        self._forget()
+
+    def setdefault(self, key: str, default: OssObject) -> OssObject:  # type: ignore[override]
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def popitem(self) -> tuple[str, OssObject]:
+        item = super().popitem()
+        self._forget()
+        return item
+
+    def __ior__(self, other: object) -> ObjectMap:  # type: ignore[override]
+        self.update(other)
+        return self
 
 
 @dataclass
@@ -27,7 +111,15 @@ class Bucket:
     name: str
     region: str
     created: float = field(default_factory=time.time)
-    objects: dict[str, OssObject] = field(default_factory=dict)
+    objects: dict[str, OssObject] = field(default_factory=ObjectMap)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.objects, ObjectMap):
+            self.objects = ObjectMap(self.objects)
+
+    def sorted_keys(self) -> list[str]:
+        assert isinstance(self.objects, ObjectMap)
+        return self.objects.sorted_keys()
 
 
 class OssStore:
@@ -78,7 +170,11 @@ class OssStore:
         metadata: dict[str, str] | None = None,
     ) -> OssObject:
         obj = OssObject(key, data, content_type, metadata or {})
-        self.bucket(bucket).objects[key] = obj
+        return self.store_object(bucket, obj)
+
+    def store_object(self, bucket: str, obj: OssObject) -> OssObject:
+        """Put a fully built object (with its HTTP headers) in place of any older one."""
+        self.bucket(bucket).objects[obj.key] = obj
         return obj
 
     def get_object(self, bucket: str, key: str) -> OssObject:

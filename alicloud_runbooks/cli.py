@@ -1,0 +1,75 @@
+"""`runbooks`: the command line of the project (alisim, the demo, and more to come)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+os.environ.setdefault("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+
+
+def _sim(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from alisim.app import create_app
+    from alisim.cloud import Cloud
+    from alisim.config import (
+        DEFAULT_ACCESS_KEY_ID,
+        DEFAULT_ACCESS_KEY_SECRET,
+        Settings,
+        zero_delay_settings,
+    )
+
+    settings = zero_delay_settings() if args.zero_boot else Settings()
+    settings.time_scale = args.time_scale
+    if args.region:
+        settings.region = args.region
+    cloud = Cloud(settings)
+    print(f"alisim endpoint: {args.host}:{args.port}", flush=True)
+    print(f"region: {settings.region}")
+    print(f"ALIBABA_CLOUD_ACCESS_KEY_ID={DEFAULT_ACCESS_KEY_ID}")
+    print(f"ALIBABA_CLOUD_ACCESS_KEY_SECRET={DEFAULT_ACCESS_KEY_SECRET}")
+    print(f"developer API: http://{args.host}:{args.port}/_alisim/health", flush=True)
+    uvicorn.run(
+        create_app(cloud), host=args.host, port=args.port, log_level=args.log_level,
+        access_log=False, timeout_keep_alive=30, backlog=2048,
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from alicloud_runbooks.demo import run_demo
+
+    return run_demo(instances=args.instances)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runbooks", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("sim", help="run alisim, the local Alibaba Cloud, in the foreground")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=9800)
+    sim.add_argument("--region", default=None, help="region served (default cn-hangzhou)")
+    sim.add_argument("--time-scale", type=float, default=1.0,
+                     help="multiply every simulated delay (0.1 boots ten times faster)")
+    sim.add_argument("--zero-boot", action="store_true", help="instances boot at once")
+    sim.add_argument("--log-level", default="info")
+    sim.set_defaults(func=_sim)
+
+    demo = sub.add_parser("demo", help="run the demo scenario against an embedded alisim")
+    demo.add_argument("--instances", type=int, default=2)
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Official SDK clients made in one place, for the real cloud or for alisim.
+
+The OpenAPI SDKs retry nothing by default; these clients retry throttling and transient
+server errors with back-off, honouring the server's `x-acs-retry-after`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import oss2
+from alibabacloud_ecs20140526.client import Client as EcsClient
+from alibabacloud_tea_openapi.models import Config
+from darabonba.policy.retry import RetryCondition, RetryOptions
+
+THROTTLING_CODES = ["Throttling", "Throttling.User", "Throttling.Api", "ServiceUnavailable"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the OpenAPI and OSS requests go: `host:port` and the scheme."""
+
+    openapi: str | None = None
+    oss: str | None = None
+    protocol: str = "https"
+
+
+def retry_options(max_attempts: int = 5) -> RetryOptions:
+    condition = RetryCondition(
+        {
+            "maxAttempts": max_attempts,
+            "errorCode": THROTTLING_CODES,
+            "backoff": {"policy": "ExponentialWithEqualJitter", "period": 200, "cap": 10_000},
+            "maxDelay": 20_000,
+        }
+    )
+    return RetryOptions({"retryable": True, "retryCondition": [condition]})
+
+
+def openapi_config(
+    *, access_key_id: str, access_key_secret: str, region: str, endpoint: Endpoint,
+    security_token: str | None = None, default_host: str,
+) -> Config:
+    config = Config(
+        access_key_id=access_key_id,
+        access_key_secret=access_key_secret,
+        security_token=security_token,
+        region_id=region,
+        endpoint=endpoint.openapi or default_host,
+        protocol=endpoint.protocol,
+        read_timeout=30_000,
+        connect_timeout=5_000,
+    )
+    config.retry_options = retry_options()
+    return config
+
+
+def ecs_client(
+    *, access_key_id: str, access_key_secret: str, region: str, endpoint: Endpoint,
+    security_token: str | None = None,
+) -> EcsClient:
+    return EcsClient(
+        openapi_config(
+            access_key_id=access_key_id, access_key_secret=access_key_secret, region=region,
+            endpoint=endpoint, security_token=security_token,
+            default_host=f"ecs.{region}.aliyuncs.com",
+        )
+    )
+
+
+def oss_bucket(
+    *, access_key_id: str, access_key_secret: str, region: str, endpoint: Endpoint,
+    bucket: str, security_token: str | None = None,
+) -> oss2.Bucket:
+    if security_token:
+        auth: oss2.AuthBase = oss2.StsAuth(access_key_id, access_key_secret, security_token,
+                                           auth_version=oss2.AUTH_VERSION_4)
+    else:
+        auth = oss2.AuthV4(access_key_id, access_key_secret)
+    host = endpoint.oss or f"oss-{region}.aliyuncs.com"
+    return oss2.Bucket(auth, f"{endpoint.protocol}://{host}", bucket, region=region)

@@ -1,0 +1,1 @@
+"""How the flows are served locally, with the schedules and triggers of prefect.yaml."""

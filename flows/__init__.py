@@ -1,0 +1,1 @@
+"""Prefect flows: the runbooks users run and deploy."""

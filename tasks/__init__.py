@@ -1,0 +1,1 @@
+"""Prefect tasks around SDK calls, OSS reads and event waits (batch-first)."""
