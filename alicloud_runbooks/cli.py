@@ -33,8 +33,13 @@ def _sim(args: argparse.Namespace) -> int:
     print(f"ALIBABA_CLOUD_ACCESS_KEY_SECRET={DEFAULT_ACCESS_KEY_SECRET}")
     print(f"developer API: http://{args.host}:{args.port}/_alisim/health", flush=True)
     uvicorn.run(
-        create_app(cloud), host=args.host, port=args.port, log_level=args.log_level,
-        access_log=False, timeout_keep_alive=30, backlog=2048,
+        create_app(cloud),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        timeout_keep_alive=30,
+        backlog=2048,
     )
     return 0
 
@@ -53,8 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=9800)
     sim.add_argument("--region", default=None, help="region served (default cn-hangzhou)")
-    sim.add_argument("--time-scale", type=float, default=1.0,
-                     help="multiply every simulated delay (0.1 boots ten times faster)")
+    sim.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="multiply every simulated delay (0.1 boots ten times faster)",
+    )
     sim.add_argument("--zero-boot", action="store_true", help="instances boot at once")
     sim.add_argument("--log-level", default="info")
     sim.set_defaults(func=_sim)

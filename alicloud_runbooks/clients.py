@@ -38,8 +38,13 @@ def retry_options(max_attempts: int = 5) -> RetryOptions:
 
 
 def openapi_config(
-    *, access_key_id: str, access_key_secret: str, region: str, endpoint: Endpoint,
-    security_token: str | None = None, default_host: str,
+    *,
+    access_key_id: str,
+    access_key_secret: str,
+    region: str,
+    endpoint: Endpoint,
+    security_token: str | None = None,
+    default_host: str,
 ) -> Config:
     config = Config(
         access_key_id=access_key_id,
@@ -56,25 +61,38 @@ def openapi_config(
 
 
 def ecs_client(
-    *, access_key_id: str, access_key_secret: str, region: str, endpoint: Endpoint,
+    *,
+    access_key_id: str,
+    access_key_secret: str,
+    region: str,
+    endpoint: Endpoint,
     security_token: str | None = None,
 ) -> EcsClient:
     return EcsClient(
         openapi_config(
-            access_key_id=access_key_id, access_key_secret=access_key_secret, region=region,
-            endpoint=endpoint, security_token=security_token,
+            access_key_id=access_key_id,
+            access_key_secret=access_key_secret,
+            region=region,
+            endpoint=endpoint,
+            security_token=security_token,
             default_host=f"ecs.{region}.aliyuncs.com",
         )
     )
 
 
 def oss_bucket(
-    *, access_key_id: str, access_key_secret: str, region: str, endpoint: Endpoint,
-    bucket: str, security_token: str | None = None,
+    *,
+    access_key_id: str,
+    access_key_secret: str,
+    region: str,
+    endpoint: Endpoint,
+    bucket: str,
+    security_token: str | None = None,
 ) -> oss2.Bucket:
     if security_token:
-        auth: oss2.AuthBase = oss2.StsAuth(access_key_id, access_key_secret, security_token,
-                                           auth_version=oss2.AUTH_VERSION_4)
+        auth: oss2.AuthBase = oss2.StsAuth(
+            access_key_id, access_key_secret, security_token, auth_version=oss2.AUTH_VERSION_4
+        )
     else:
         auth = oss2.AuthV4(access_key_id, access_key_secret)
     host = endpoint.oss or f"oss-{region}.aliyuncs.com"

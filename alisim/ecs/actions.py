@@ -326,6 +326,9 @@ async def describe_cloud_assistant_status(cloud: Cloud, params: Params) -> dict[
 def _decode_content(params: Params, default_encoding: str) -> bytes:
     raw = params.require("CommandContent")
     encoding = (params.get("ContentEncoding") or default_encoding).lower()
+    if encoding not in ("base64", "plaintext"):
+        # Documented: an invalid value is treated as the action's default encoding.
+        encoding = default_encoding.lower()
     if encoding == "base64":
         if len(raw) > MAX_COMMAND_CONTENT:
             raise ApiError(
@@ -340,8 +343,6 @@ def _decode_content(params: Params, default_encoding: str) -> bytes:
                 "for plain text).",
                 400,
             ) from None
-    if encoding != "plaintext":
-        raise invalid_parameter("ContentEncoding", "Use PlainText or Base64.")
     content = raw.encode()
     if len(base64.b64encode(content)) > MAX_COMMAND_CONTENT:
         raise ApiError(
@@ -493,13 +494,20 @@ async def invoke_command(cloud: Cloud, params: Params) -> dict[str, Any]:
     return result
 
 
-def _command_view(command: Command) -> dict[str, Any]:
+def _encoded(content: bytes, params: Params) -> str:
+    """`CommandContent` and `Output` as the request's `ContentEncoding` asks (Base64 default)."""
+    if (params.get("ContentEncoding") or "Base64").lower() == "plaintext":
+        return content.decode("utf-8", "replace")
+    return base64.b64encode(content).decode()
+
+
+def _command_view(command: Command, params: Params) -> dict[str, Any]:
     return {
         "CommandId": command.command_id,
         "Name": command.name,
         "Type": command.type,
         "Description": command.description,
-        "CommandContent": base64.b64encode(command.content).decode(),
+        "CommandContent": _encoded(command.content, params),
         "WorkingDir": command.working_dir,
         "Timeout": command.timeout,
         "EnableParameter": command.enable_parameter,
@@ -525,7 +533,7 @@ async def describe_commands(cloud: Cloud, params: Params) -> dict[str, Any]:
     if command_type := params.get("Type"):
         commands = [c for c in commands if c.type == command_type]
     page, paging = paginate(commands, params, max_size=50)
-    return {"Commands": {"Command": [_command_view(c) for c in page]}, **paging}
+    return {"Commands": {"Command": [_command_view(c, params) for c in page]}, **paging}
 
 
 @action(ECS, "DeleteCommand")
@@ -533,12 +541,6 @@ async def delete_command(cloud: Cloud, params: Params) -> dict[str, Any]:
     _check_region(cloud, params)
     cloud.assistant.delete_command(params.require("CommandId"))
     return {}
-
-
-def _output(ii: InvokeInstance, params: Params) -> str:
-    if (params.get("ContentEncoding") or "Base64").lower() == "plaintext":
-        return ii.inline_output.decode("utf-8", "replace")
-    return base64.b64encode(ii.inline_output).decode()
 
 
 def _result_view(
@@ -561,7 +563,7 @@ def _result_view(
         "OssOutputErrorInfo": ii.oss_error_info,
     }
     if include_output:
-        view["Output"] = _output(ii, params)
+        view["Output"] = _encoded(ii.inline_output, params)
     return view
 
 
@@ -590,7 +592,7 @@ async def describe_invocations(cloud: Cloud, params: Params) -> dict[str, Any]:
                 "CommandId": inv.command.command_id,
                 "CommandName": inv.command.name,
                 "CommandType": inv.command.type,
-                "CommandContent": base64.b64encode(inv.command.content).decode(),
+                "CommandContent": _encoded(inv.command.content, params),
                 "CommandDescription": inv.command.description,
                 "InvocationStatus": inv.status,
                 "InvokeStatus": inv.invoke_status,

@@ -146,6 +146,8 @@ class InstanceService:
         now = time.time()
         instance.agent_online = True
         instance.last_heartbeat_at = now
+        # An agent too old for the event still runs commands.
+        self.cloud.assistant.agent_online(instance)
         if not agent.sends_first_heartbeat(instance.os_type, instance.agent_version):
             return
         settings = self.cloud.settings
@@ -169,7 +171,6 @@ class InstanceService:
                 },
             )
         )
-        self.cloud.assistant.agent_online(instance)
 
     async def _stop(self, instance: Instance, then_start: bool) -> None:
         self._set_status(instance, InstanceStatus.STOPPING)

@@ -7,6 +7,9 @@ a framework may have normalised.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 from dataclasses import dataclass, field
 from urllib.parse import unquote_plus, unquote_to_bytes
 
@@ -127,3 +130,31 @@ async def parse(request: Request, request_id: str) -> OssRequest:
         headers=headers,
         request_id=request_id,
     )
+
+
+def check_content_md5(req: OssRequest, required: bool) -> None:
+    given = req.header("content-md5")
+    if not given:
+        if required:
+            raise OssError(
+                "InvalidRequest", "Missing required header for this request: Content-MD5.", 400
+            )
+        return
+    try:
+        digest = base64.b64decode(given, validate=True)
+    except (binascii.Error, ValueError):
+        digest = b""
+    if len(digest) != 16:
+        raise OssError(
+            "InvalidDigest",
+            "The Content-MD5 you specified was invalid.",
+            400,
+            **{"Content-MD5": given},
+        )
+    if digest != hashlib.md5(req.body).digest():
+        raise OssError(
+            "InvalidDigest",
+            "The Content-MD5 you specified did not match what was received.",
+            400,
+            **{"Content-MD5": given},
+        )

@@ -16,13 +16,12 @@ DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 # Characters XML 1.0 cannot carry even as references; OSS users ask for encoding-type=url.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
-Node = tuple[str, "str | int | bool | None | list[Node]"]
+Node = tuple[str, "str | int | bool | list[Node] | None"]
 
 
 def iso8601(timestamp: float) -> str:
-    """`2024-05-01T12:00:00.000Z`, the listing and CopyObject time format."""
-    millis = int(timestamp * 1000) % 1000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp)) + f".{millis:03d}Z"
+    """`2024-05-01T12:00:00.000Z`: OSS keeps whole seconds and oss2 parses only `.000Z`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(timestamp))
 
 
 def _text(value: str | int | bool) -> str:
@@ -39,21 +38,20 @@ def _render(nodes: Iterable[Node], out: list[str]) -> None:
             out.append(f"<{name}>")
             _render(value, out)
             out.append(f"</{name}>")
-        elif value == "" and not isinstance(value, bool | int):
-            out.append(f"<{name}></{name}>")
         else:
             out.append(f"<{name}>{_text(value)}</{name}>")
 
 
-def document(root: str, children: list[Node]) -> bytes:
+def document(root: str, children: list[Node] | str) -> bytes:
     """A whole response body: declaration and one root element; `None` children are omitted."""
     out = [DECLARATION]
     _render([(root, children)], out)
     return "".join(out).encode("utf-8")
 
 
-def error(code: str, message: str, request_id: str, host_id: str,
-          details: Mapping[str, str]) -> bytes:
+def error(
+    code: str, message: str, request_id: str, host_id: str, details: Mapping[str, str]
+) -> bytes:
     children: list[Node] = [
         ("Code", code),
         ("Message", message),

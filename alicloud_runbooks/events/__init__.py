@@ -1,0 +1,1 @@
+"""Alibaba Cloud events: their pydantic models and their mapping to Prefect events."""

@@ -1,0 +1,40 @@
+"""Contract 1 vocabulary: Alibaba event types and the Prefect names and resource ids they get."""
+
+from __future__ import annotations
+
+FIRST_HEARTBEAT_TYPE = "ecs:CloudAssistant:FirstHeartbeat"
+TASK_COMPLETED_TYPE = "ecs:CloudAssistant:TaskCompleted"
+# Alibaba's references do not give this EventBridge type; it is also a relay setting.
+OUTPUT_DELIVERED_TYPE = "ecs:CloudAssistant:OutputDelivered"
+INSTANCE_STATE_CHANGE_TYPE = "ecs:Instance:StateChange"
+STACK_STATUS_CHANGE_TYPE = "ros:Stack:StatusChange"
+
+FIRST_HEARTBEAT = "acs.ecs.CloudAssistant.FirstHeartbeat"
+TASK_COMPLETED = "acs.ecs.CloudAssistant.TaskCompleted"
+OUTPUT_DELIVERED = "acs.ecs.CloudAssistant.OutputDelivered"
+INSTANCE_STATE_CHANGE = "acs.ecs.Instance.StateChange"
+STACK_STATUS_CHANGE = "acs.ros.Stack.StatusChange"
+
+REGION_LABEL = "acs.region"
+ACCOUNT_LABEL = "acs.account-id"
+INVOCATION_STATUS_LABEL = "acs.ecs.invocation-status"
+DELIVERY_STATUS_LABEL = "acs.ecs.delivery-status"
+INSTANCE_STATE_LABEL = "acs.ecs.instance-state"
+STACK_STATUS_LABEL = "acs.ros.stack-status"
+STACK_NAME_LABEL = "acs.ros.stack-name"
+
+
+def instance_resource(instance_id: str) -> str:
+    return f"acs.ecs.instance.{instance_id}"
+
+
+def invocation_resource(invoke_id: str) -> str:
+    return f"acs.ecs.invocation.{invoke_id}"
+
+
+def command_resource(command_id: str) -> str:
+    return f"acs.ecs.command.{command_id}"
+
+
+def stack_resource(stack_id: str) -> str:
+    return f"acs.ros.stack.{stack_id}"

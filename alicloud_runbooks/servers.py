@@ -1,0 +1,140 @@
+"""Local servers the tools and tests start: an ASGI app on uvicorn in a thread, and a real
+`prefect server start` in a subprocess (SQLite in its own home), both on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class ThreadedServer:
+    """An ASGI app on uvicorn in its own thread and event loop; stopped by `stop()`."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=self.port, log_level="warning",
+                           access_log=False, lifespan="on", backlog=2048)
+        )
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> ThreadedServer:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve()),
+                                        daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        # uvicorn exposes no start event; its `started` flag is the documented signal.
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start on {self.url}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+    def __enter__(self) -> ThreadedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class PrefectServer:
+    """`prefect server start` with its own home and SQLite database, on a free port."""
+
+    def __init__(self, port: int | None = None, home: Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.port = port or free_port()
+        self._tmp = None if home else tempfile.TemporaryDirectory(prefix="prefect-home-")
+        self.home = home or Path(self._tmp.name)  # type: ignore[union-attr]
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.home / "server.log"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """What a client process needs to talk to this server."""
+        return {"PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.home)}
+
+    def start(self, timeout: float = 90.0) -> PrefectServer:
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_API_DATABASE_CONNECTION_URL":
+                f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+            **self.extra_env,
+        }
+        env.pop("PREFECT_API_URL", None)
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the child process owns it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+             "--port", str(self.port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited; see {self.log_path}:\n"
+                                   + self.log_path.read_text()[-2000:])
+            try:
+                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"prefect server did not answer within {timeout}s")
+            time.sleep(0.25)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> PrefectServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
