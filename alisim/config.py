@@ -51,6 +51,19 @@ class Settings(BaseModel):
         default="ecs:CloudAssistant:OutputDelivered",
         description="EventBridge type of the output delivery event (not named in the docs).",
     )
+    delivery_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Per-attempt timeout of an EventBridge/CloudMonitor push (real seconds).",
+    )
+    delivery_concurrency: int = Field(
+        default=64, ge=1, description="Pushes in flight at once across all targets."
+    )
+    delivery_log_limit: int = Field(default=100_000, ge=100)
+    dead_letter_path: str | None = Field(
+        default=None,
+        description="JSONL file of undeliverable events; default <data_dir>/dead-letters.jsonl.",
+    )
 
     def scaled(self, seconds: float) -> float:
         return seconds * self.time_scale

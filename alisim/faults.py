@@ -1,4 +1,4 @@
-"""API fault injection: throttle or fail chosen actions, by rate and count (LocalStack-style)."""
+"""Fault injection: throttle or fail API calls; drop, duplicate, delay or reorder event pushes."""
 
 from __future__ import annotations
 
@@ -30,8 +30,24 @@ class ApiFault(BaseModel):
     retry_after_ms: int = Field(default=100, ge=0)
 
 
+class DeliveryFault(BaseModel):
+    """Misbehave on EventBridge and CloudMonitor pushes, as a lossy network would."""
+
+    drop_rate: float = Field(default=0.0, ge=0, le=1, description="Skip the push, as if lost.")
+    duplicate_rate: float = Field(default=0.0, ge=0, le=1, description="Push it twice.")
+    delay_ms: int = Field(default=0, ge=0, description="Hold each push this long first.")
+    delay_rate: float = Field(default=1.0, ge=0, le=1, description="Share of pushes delayed.")
+    reorder_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Hold a push and send it after the next one."
+    )
+    reorder_hold_ms: int = Field(
+        default=1000, ge=0, description="Release a held push if no next one comes by then."
+    )
+
+
 class FaultPlan(BaseModel):
     api: list[ApiFault] = []
+    delivery: DeliveryFault = DeliveryFault()
 
 
 class Faults:

@@ -38,3 +38,18 @@ def sim(alisim: AlisimServer) -> Iterator[AlisimServer]:
 @pytest.fixture
 def access_key() -> tuple[str, str]:
     return DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[object]:
+    """A real `prefect server start` (SQLite) for the session; flushes events quickly."""
+    from alicloud_runbooks.servers import PrefectServer
+
+    server = PrefectServer(
+        extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"}
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -86,6 +86,9 @@ async def handle(cloud: Cloud, request: Request) -> Response:
             signing.verify_acs3(signed, authorization, cloud.credentials, cloud.nonces)
         elif "Signature" in params:
             signing.verify_rpc(signed, params, cloud.credentials, cloud.nonces)
+            # The RPC signature covers the parameters, not the x-acs-* headers the SDK adds.
+            action = params.get("Action") or action
+            version = params.get("Version") or version
         else:
             raise ApiError(
                 "IncompleteSignature",

@@ -91,6 +91,11 @@ def verify_acs3(
     for required in ("x-acs-date", "x-acs-signature-nonce", "x-acs-content-sha256", "host"):
         if required not in signed_headers:
             raise ApiError("IncompleteSignature", f"The header {required} must be signed.", 400)
+    # As documented for V3: host, content-type and every x-acs-* header are signed, so
+    # none of them (x-acs-action above all) can be changed in transit.
+    for name in req.headers:
+        if (name.startswith("x-acs-") or name == "content-type") and name not in signed_headers:
+            raise ApiError("IncompleteSignature", f"The header {name} must be signed.", 400)
     secret = keys.secret_for(access_key_id, _header(req, "x-acs-security-token"))
     _check_window(_parse_iso_time(date, "x-acs-date"), nonces.window_seconds)
 
