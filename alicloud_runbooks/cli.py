@@ -50,6 +50,36 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(instances=args.instances)
 
 
+def _relay(args: argparse.Namespace) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from alicloud_runbooks.relay.app import create_app
+    from alicloud_runbooks.relay.settings import RelaySettings
+
+    overrides = {"token": args.token} if args.token else {}
+    try:
+        settings = RelaySettings(**overrides)
+    except ValidationError as exc:
+        missing = [".".join(str(p) for p in e["loc"]) for e in exc.errors()]
+        print(
+            f"runbooks relay: invalid or missing settings {missing}: pass --token or set "
+            "RUNBOOKS_RELAY_TOKEN (and PREFECT_API_URL).",
+            file=sys.stderr,
+        )
+        return 2
+    logging.getLogger("alicloud_runbooks").setLevel(logging.INFO)
+    print(
+        f"relay listening on http://{args.host}:{args.port} -> {settings.prefect_api_url}",
+        flush=True,
+    )
+    # No access log: EventBridge targets carry the token in the query string.
+    uvicorn.run(
+        create_app(settings), host=args.host, port=args.port, access_log=False, log_level="warning"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runbooks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--zero-boot", action="store_true", help="instances boot at once")
     sim.add_argument("--log-level", default="info")
     sim.set_defaults(func=_sim)
+
+    relay = sub.add_parser("relay", help="serve the relay: Alibaba events in, Prefect events out")
+    relay.add_argument("--host", default="127.0.0.1")
+    relay.add_argument("--port", type=int, default=9810)
+    relay.add_argument(
+        "--token", default=None, help="shared secret (default: RUNBOOKS_RELAY_TOKEN)"
+    )
+    relay.set_defaults(func=_relay)
 
     demo = sub.add_parser("demo", help="run the demo scenario against an embedded alisim")
     demo.add_argument("--instances", type=int, default=2)

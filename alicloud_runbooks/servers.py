@@ -32,8 +32,15 @@ class ThreadedServer:
         self.host = host
         self.port = port or free_port(host)
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=self.port, log_level="warning",
-                           access_log=False, lifespan="on", backlog=2048)
+            uvicorn.Config(
+                app,
+                host=host,
+                port=self.port,
+                log_level="warning",
+                access_log=False,
+                lifespan="on",
+                backlog=2048,
+            )
         )
         self._thread: threading.Thread | None = None
 
@@ -42,8 +49,9 @@ class ThreadedServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> ThreadedServer:
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve()),
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._server.serve()), daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + timeout
         # uvicorn exposes no start event; its `started` flag is the documented signal.
@@ -68,8 +76,12 @@ class ThreadedServer:
 class PrefectServer:
     """`prefect server start` with its own home and SQLite database, on a free port."""
 
-    def __init__(self, port: int | None = None, home: Path | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        home: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.port = port or free_port()
         self._tmp = None if home else tempfile.TemporaryDirectory(prefix="prefect-home-")
         self.home = home or Path(self._tmp.name)  # type: ignore[union-attr]
@@ -90,11 +102,11 @@ class PrefectServer:
         return {"PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.home)}
 
     def start(self, timeout: float = 90.0) -> PrefectServer:
+        database = f"sqlite+aiosqlite:///{self.home / 'prefect.db'}"
         env = {
             **os.environ,
             "PREFECT_HOME": str(self.home),
-            "PREFECT_API_DATABASE_CONNECTION_URL":
-                f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
+            "PREFECT_API_DATABASE_CONNECTION_URL": database,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_LOGGING_LEVEL": "WARNING",
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
@@ -103,15 +115,29 @@ class PrefectServer:
         env.pop("PREFECT_API_URL", None)
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child process owns it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(self.port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"prefect server exited; see {self.log_path}:\n"
-                                   + self.log_path.read_text()[-2000:])
+                raise RuntimeError(
+                    f"prefect server exited; see {self.log_path}:\n"
+                    + self.log_path.read_text()[-2000:]
+                )
             try:
                 if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
                     return self

@@ -75,8 +75,11 @@ OUTPUT_DELIVERED = _cloud_event(
 
 INSTANCE_STATE_CHANGE_EB = _cloud_event(
     "ecs:Instance:StateChange",
-    {"resourceId": "i-bp1ecr0000005go2go", "resourceType": "ALIYUN::ECS::Instance",
-     "state": "Stopping"},
+    {
+        "resourceId": "i-bp1ecr0000005go2go",
+        "resourceType": "ALIYUN::ECS::Instance",
+        "state": "Stopping",
+    },
 )
 
 INSTANCE_STATE_CHANGE_CM: dict[str, Any] = {

@@ -91,9 +91,14 @@ def test_ros_stack_status_change_capitalised_format() -> None:
 
 
 def test_unknown_type_is_forwarded_not_dropped() -> None:
-    raw = {**samples.TASK_COMPLETED, "id": "x-1", "source": "acs.oss",
-           "type": "oss:ObjectCreated:PutObject",
-           "subject": "acs:oss:cn-hangzhou:123:bucket/my-bucket", "data": {"k": 1}}
+    raw = {
+        **samples.TASK_COMPLETED,
+        "id": "x-1",
+        "source": "acs.oss",
+        "type": "oss:ObjectCreated:PutObject",
+        "subject": "acs:oss:cn-hangzhou:123:bucket/my-bucket",
+        "data": {"k": 1},
+    }
     event = from_cloud_event(raw, received=NOW)
     assert event["event"] == "acs.oss.ObjectCreated.PutObject"
     assert event["resource"]["prefect.resource.id"] == "acs.oss.bucket.my-bucket"

@@ -27,8 +27,10 @@ def _relay(**overrides: Any) -> ThreadedServer:
 
 @pytest.fixture(scope="module")
 def relay(prefect_server) -> Iterator[ThreadedServer]:
-    server = _relay(prefect_api_url=prefect_server.api_url,
-                    allowed_account_ids=[samples.ACCOUNT, "169070000000030", "175458090349000"])
+    server = _relay(
+        prefect_api_url=prefect_server.api_url,
+        allowed_account_ids=[samples.ACCOUNT, "169070000000030", "175458090349000"],
+    )
     yield server
     server.stop()
 
@@ -47,8 +49,11 @@ def stored(prefect_server, ids: list[str], expect: int, timeout: float = 20) -> 
 
 
 def post(relay: ThreadedServer, path: str, body: Any, **kwargs: Any) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json",
-               **kwargs.pop("headers", {})}
+    headers = {
+        "Authorization": f"Bearer {TOKEN}",
+        "Content-Type": "application/json",
+        **kwargs.pop("headers", {}),
+    }
     content = body if isinstance(body, bytes | str) else json.dumps(body)
     return httpx.post(f"{relay.url}{path}", content=content, headers=headers, **kwargs)
 
@@ -56,19 +61,48 @@ def post(relay: ThreadedServer, path: str, body: Any, **kwargs: Any) -> httpx.Re
 @pytest.mark.parametrize(
     ("path", "sample", "name", "resource", "labels"),
     [
-        ("/eventbridge", samples.TASK_COMPLETED, "acs.ecs.CloudAssistant.TaskCompleted",
-         "acs.ecs.instance.i-bp114aaaaaaaaaaaaaaa", {"acs.ecs.invocation-status": "Success"}),
-        ("/eventbridge", samples.FIRST_HEARTBEAT, "acs.ecs.CloudAssistant.FirstHeartbeat",
-         "acs.ecs.instance.i-bp19aaaaaaaaaaaaaaaa", {"acs.region": "cn-hangzhou"}),
-        ("/eventbridge", samples.OUTPUT_DELIVERED, "acs.ecs.CloudAssistant.OutputDelivered",
-         "acs.ecs.instance.i-bp114aaaaaaaaaaaaaaa", {"acs.ecs.delivery-status": "Finished"}),
-        ("/eventbridge", samples.INSTANCE_STATE_CHANGE_EB, "acs.ecs.Instance.StateChange",
-         "acs.ecs.instance.i-bp1ecr0000005go2go", {"acs.ecs.instance-state": "Stopping"}),
-        ("/cloudmonitor", samples.INSTANCE_STATE_CHANGE_CM, "acs.ecs.Instance.StateChange",
-         "acs.ecs.instance.i-bp1ecr0000005go2go", {"acs.ecs.instance-state": "Stopping"}),
-        ("/cloudmonitor", samples.STACK_STATUS_CHANGE_CM, "acs.ros.Stack.StatusChange",
-         "acs.ros.stack.a797d0e1-c067-472a-ba86-2f0cdcbb0000",
-         {"acs.ros.stack-status": "CREATE_COMPLETE"}),
+        (
+            "/eventbridge",
+            samples.TASK_COMPLETED,
+            "acs.ecs.CloudAssistant.TaskCompleted",
+            "acs.ecs.instance.i-bp114aaaaaaaaaaaaaaa",
+            {"acs.ecs.invocation-status": "Success"},
+        ),
+        (
+            "/eventbridge",
+            samples.FIRST_HEARTBEAT,
+            "acs.ecs.CloudAssistant.FirstHeartbeat",
+            "acs.ecs.instance.i-bp19aaaaaaaaaaaaaaaa",
+            {"acs.region": "cn-hangzhou"},
+        ),
+        (
+            "/eventbridge",
+            samples.OUTPUT_DELIVERED,
+            "acs.ecs.CloudAssistant.OutputDelivered",
+            "acs.ecs.instance.i-bp114aaaaaaaaaaaaaaa",
+            {"acs.ecs.delivery-status": "Finished"},
+        ),
+        (
+            "/eventbridge",
+            samples.INSTANCE_STATE_CHANGE_EB,
+            "acs.ecs.Instance.StateChange",
+            "acs.ecs.instance.i-bp1ecr0000005go2go",
+            {"acs.ecs.instance-state": "Stopping"},
+        ),
+        (
+            "/cloudmonitor",
+            samples.INSTANCE_STATE_CHANGE_CM,
+            "acs.ecs.Instance.StateChange",
+            "acs.ecs.instance.i-bp1ecr0000005go2go",
+            {"acs.ecs.instance-state": "Stopping"},
+        ),
+        (
+            "/cloudmonitor",
+            samples.STACK_STATUS_CHANGE_CM,
+            "acs.ros.Stack.StatusChange",
+            "acs.ros.stack.a797d0e1-c067-472a-ba86-2f0cdcbb0000",
+            {"acs.ros.stack-status": "CREATE_COMPLETE"},
+        ),
     ],
 )
 def test_each_reference_sample_arrives_in_prefect(

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("alisim.eventbridge")
 
 Channel = Literal["eventbridge", "cloudmonitor"]
-Outcome = Literal["delivered", "failed", "dropped", "dead-lettered"]
+Outcome = Literal["delivered", "failed", "dropped", "dead-lettered", "skipped"]
 HEADERS = {"Content-Type": "application/json", "User-Agent": "alisim-eventbridge/1.0"}
 
 
@@ -132,6 +132,10 @@ class DeliveryEngine:
             delay = plan.delay_ms / 1000
         for copy in copies:
             self._schedule(copy, delay, plan)
+
+    def submit_unsupported(self, delivery: Delivery, reason: str) -> None:
+        """Log an event for a target alisim cannot reach (MNS, FC …), so it is visible."""
+        self._record(delivery, 0, "skipped", error=reason)
 
     def _schedule(self, delivery: Delivery, delay: float, plan: DeliveryFault) -> None:
         held = self._take_held()
