@@ -80,6 +80,55 @@ def _relay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subscribe(args: argparse.Namespace) -> int:
+    from alicloud_runbooks.clients import Endpoint, eventbridge_client
+    from alicloud_runbooks.subscribe import subscribe
+
+    token = args.token or os.environ.get("RUNBOOKS_RELAY_TOKEN")
+    if not token:
+        print("runbooks subscribe: pass --token or set RUNBOOKS_RELAY_TOKEN", file=sys.stderr)
+        return 2
+    client = None
+    if not args.dry_run:
+        key_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID")
+        secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+        if not key_id or not secret:
+            print(
+                "runbooks subscribe: set ALIBABA_CLOUD_ACCESS_KEY_ID and "
+                "ALIBABA_CLOUD_ACCESS_KEY_SECRET (for alisim: see `runbooks sim`)",
+                file=sys.stderr,
+            )
+            return 2
+        client = eventbridge_client(
+            access_key_id=key_id,
+            access_key_secret=secret,
+            region=args.region,
+            security_token=os.environ.get("ALIBABA_CLOUD_SECURITY_TOKEN"),
+            endpoint=Endpoint(openapi=args.endpoint, protocol=args.protocol),
+        )
+    dead_letter = args.dead_letter_arn or f"acs:mns:{args.region}::/queues/runbooks-relay-dlq"
+    from alibabacloud_tea_openapi.exceptions import AlibabaCloudException
+
+    try:
+        for line in subscribe(
+            client,
+            target_url=args.target_url,
+            token=token,
+            dead_letter_arn=dead_letter,
+            bus=args.bus,
+            dry_run=args.dry_run,
+        ):
+            print(line)
+    except (AlibabaCloudException, ValueError) as exc:
+        print(
+            f"runbooks subscribe: {getattr(exc, 'code', '') or ''} "
+            f"{getattr(exc, 'message', '') or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runbooks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +154,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--token", default=None, help="shared secret (default: RUNBOOKS_RELAY_TOKEN)"
     )
     relay.set_defaults(func=_relay)
+
+    subs = sub.add_parser(
+        "subscribe",
+        help="create or update the EventBridge rules that push runbook events to the relay",
+    )
+    subs.add_argument("--target-url", required=True, help="the relay's /eventbridge URL")
+    subs.add_argument("--token", default=None, help="default: RUNBOOKS_RELAY_TOKEN")
+    subs.add_argument("--region", default=os.environ.get("ALIBABA_CLOUD_REGION_ID", "cn-hangzhou"))
+    subs.add_argument(
+        "--endpoint",
+        default=None,
+        help="OpenAPI host:port (alisim: 127.0.0.1:9800); default: the real cloud",
+    )
+    subs.add_argument("--protocol", default="https", choices=["http", "https"])
+    subs.add_argument("--bus", default="default")
+    subs.add_argument("--dead-letter-arn", default=None)
+    subs.add_argument("--dry-run", action="store_true", help="print what would be created")
+    subs.set_defaults(func=_subscribe)
 
     demo = sub.add_parser("demo", help="run the demo scenario against an embedded alisim")
     demo.add_argument("--instances", type=int, default=2)

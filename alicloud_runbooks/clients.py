@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import oss2
 from alibabacloud_ecs20140526.client import Client as EcsClient
+from alibabacloud_eventbridge20200401.client import Client as EventBridgeClient
 from alibabacloud_tea_openapi.models import Config
 from darabonba.policy.retry import RetryCondition, RetryOptions
 
@@ -97,3 +98,23 @@ def oss_bucket(
         auth = oss2.AuthV4(access_key_id, access_key_secret)
     host = endpoint.oss or f"oss-{region}.aliyuncs.com"
     return oss2.Bucket(auth, f"{endpoint.protocol}://{host}", bucket, region=region)
+
+
+def eventbridge_client(
+    *,
+    access_key_id: str,
+    access_key_secret: str,
+    region: str,
+    endpoint: Endpoint,
+    security_token: str | None = None,
+) -> EventBridgeClient:
+    return EventBridgeClient(
+        openapi_config(
+            access_key_id=access_key_id,
+            access_key_secret=access_key_secret,
+            region=region,
+            endpoint=endpoint,
+            security_token=security_token,
+            default_host=f"eventbridge.{region}.aliyuncs.com",
+        )
+    )
