@@ -204,3 +204,26 @@ def test_the_token_never_reaches_the_logs(relay, caplog) -> None:
     server_side = [r for r in caplog.records if r.name.startswith(("alicloud_runbooks", "uvicorn"))]
     assert server_side, "the relay logs what it accepts and rejects"
     assert all(TOKEN not in record.getMessage() for record in server_side)
+
+
+def test_function_compute_handler_behaves_like_the_service(prefect_server, monkeypatch) -> None:
+    from alicloud_runbooks.relay import fc
+
+    monkeypatch.setenv("RUNBOOKS_RELAY_TOKEN", TOKEN)
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server.api_url)
+    raw = samples.fresh(samples.TASK_COMPLETED)
+    event = {
+        "version": "v1",
+        "rawPath": "/eventbridge",
+        "isBase64Encoded": False,
+        "headers": {"Content-Type": "application/json"},
+        "queryParameters": {"token": TOKEN},
+        "body": json.dumps(raw),
+        "requestContext": {"http": {"method": "POST"}},
+    }
+    answer = fc.handler(json.dumps(event).encode())
+    assert answer["statusCode"] == 200, answer
+    assert stored(prefect_server, json.loads(answer["body"])["ids"], expect=1)
+    forged = fc.handler({**event, "queryParameters": {"token": "nope"}})
+    assert forged["statusCode"] == 401
+    assert fc.handler(b"not json")["statusCode"] == 400
