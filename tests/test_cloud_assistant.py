@@ -148,7 +148,9 @@ def stop_instances(client: EcsClient, ids: list[str]) -> None:
 
 
 @pytest.fixture(params=["acs3", "v2"])
-def ecs(sim: AlisimServer, access_key: tuple[str, str], request: pytest.FixtureRequest) -> EcsClient:
+def ecs(
+    sim: AlisimServer, access_key: tuple[str, str], request: pytest.FixtureRequest
+) -> EcsClient:
     """An ECS client in each signature mode (ACS3-HMAC-SHA256 and the RPC HMAC-SHA1)."""
     return make_client(sim, access_key, request.param)
 
@@ -292,15 +294,11 @@ def test_timeout(client: EcsClient, instance: str) -> None:
     assert invocation(client, invoke_id).timeout == 1
 
 
-def test_stop_invocation_while_running_is_terminated(
-    ecs: EcsClient, sim: AlisimServer
-) -> None:
+def test_stop_invocation_while_running_is_terminated(ecs: EcsClient, sim: AlisimServer) -> None:
     [instance] = booted_instances(ecs, sim)
     invoke_id = run(ecs, [instance], "echo started; sleep 30")
     wait_status(ecs, invoke_id, "Running")
-    ecs.stop_invocation(
-        ecs_models.StopInvocationRequest(region_id=REGION, invoke_id=invoke_id)
-    )
+    ecs.stop_invocation(ecs_models.StopInvocationRequest(region_id=REGION, invoke_id=invoke_id))
     [row] = wait_final(ecs, invoke_id)
     assert row.invocation_status == "Terminated"
     assert row.invoke_record_status == "Stopped"
@@ -364,9 +362,12 @@ def test_more_than_100_instances_is_rejected(client: EcsClient, sim: AlisimServe
     with pytest.raises(sdk_errors.ClientException) as info:
         run(client, ids, "echo hi")
     assert info.value.code == "InvalidParameter.InstanceIds"
-    assert client.describe_invocations(
-        ecs_models.DescribeInvocationsRequest(region_id=REGION)
-    ).body.invocations.invocation == []
+    assert (
+        client.describe_invocations(
+            ecs_models.DescribeInvocationsRequest(region_id=REGION)
+        ).body.invocations.invocation
+        == []
+    )
 
 
 def test_unknown_instance_is_rejected(client: EcsClient) -> None:
@@ -435,9 +436,10 @@ def test_output_delivered_to_oss(ecs: EcsClient, sim: AlisimServer) -> None:
         assert data["invokeId"] == invoke_id
         assert data["instanceId"] in instances
         assert data["ossOutputDelivery"] == "oss://cmd-output/runs/a"
-        assert data["ossOutputUri"] == {r.instance_id: r.oss_output_uri for r in rows}[
-            data["instanceId"]
-        ]
+        assert (
+            data["ossOutputUri"]
+            == {r.instance_id: r.oss_output_uri for r in rows}[data["instanceId"]]
+        )
         assert "errorCode" not in data
 
 
@@ -701,3 +703,131 @@ def test_task_completed_success_event(client: EcsClient, sim: AlisimServer, inst
     assert data["exitCode"] == "0"
     assert data["errorCode"] == "0"
     assert data["instanceId"] == instance
+
+
+# ---------------------------------------------------------------- encodings and agent presence
+def test_content_encoding_of_describe_apis(ecs: EcsClient, sim: AlisimServer) -> None:
+    [instance] = booted_instances(ecs, sim)
+    script = "echo 'plain & simple'"
+    invoke_id = run(ecs, [instance], script, name="enc", keep_command=True)
+    wait_final(ecs, invoke_id)
+
+    [command] = ecs.describe_commands(
+        ecs_models.DescribeCommandsRequest(region_id=REGION, content_encoding="PlainText")
+    ).body.commands.command
+    assert command.command_content == script
+    [command] = ecs.describe_commands(
+        ecs_models.DescribeCommandsRequest(region_id=REGION)
+    ).body.commands.command
+    assert base64.b64decode(command.command_content).decode() == script
+
+    inv = invocation(ecs, invoke_id)
+    assert base64.b64decode(inv.command_content).decode() == script
+    # Without IncludeOutput the per-instance output is left out.
+    assert inv.invoke_instances.invoke_instance[0].output is None
+    inv = invocation(ecs, invoke_id, include_output=True)
+    assert base64.b64decode(inv.invoke_instances.invoke_instance[0].output) == b"plain & simple\n"
+
+
+def test_invalid_content_encoding_falls_back_to_default(client: EcsClient, instance: str) -> None:
+    # RunCommand: an invalid value is processed as PlainText (documented).
+    [row] = wait_final(client, run(client, [instance], "echo fallback", content_encoding="Hex"))
+    assert row.invocation_status == "Success"
+    assert output_of(row) == b"fallback\n"
+    # CreateCommand: an invalid value is treated as Base64 (documented).
+    command_id = client.create_command(
+        ecs_models.CreateCommandRequest(
+            region_id=REGION,
+            name="b64",
+            type="RunShellScript",
+            command_content=base64.b64encode(b"echo decoded").decode(),
+            content_encoding="Hex",
+        )
+    ).body.command_id
+    invoke_id = client.invoke_command(
+        ecs_models.InvokeCommandRequest(
+            region_id=REGION, command_id=command_id, instance_id=[instance]
+        )
+    ).body.invoke_id
+    [row] = wait_final(client, invoke_id)
+    assert output_of(row) == b"decoded\n"
+
+
+def test_command_waits_for_the_agent(client: EcsClient, sim: AlisimServer) -> None:
+    """A Running instance whose agent is not up yet gets the command once the agent is up."""
+    patch_settings(sim, boot_time_linux={"min_seconds": 0.5, "max_seconds": 0.5})
+    [instance] = client.run_instances(
+        ecs_models.RunInstancesRequest(
+            region_id=REGION, image_id=LINUX_IMAGE, instance_type="ecs.g7.large"
+        )
+    ).body.instance_id_sets.instance_id_set
+
+    def running() -> bool:
+        body = client.describe_instances(
+            ecs_models.DescribeInstancesRequest(
+                region_id=REGION, instance_ids=json.dumps([instance])
+            )
+        ).body
+        return body.instances.instance[0].status == "Running"
+
+    wait_until(running)
+    invoke_id = run(client, [instance], "echo after boot")
+    [row] = wait_final(client, invoke_id)
+    assert row.invocation_status == "Success"
+    assert events(sim, "ecs:CloudAssistant:FirstHeartbeat", instance)
+
+
+def test_command_aborted_when_agent_never_comes_up(client: EcsClient, sim: AlisimServer) -> None:
+    patch_settings(
+        sim, boot_time_linux={"min_seconds": 60, "max_seconds": 60}, send_window_seconds=0.3
+    )
+    [instance] = client.run_instances(
+        ecs_models.RunInstancesRequest(
+            region_id=REGION, image_id=LINUX_IMAGE, instance_type="ecs.g7.large"
+        )
+    ).body.instance_id_sets.instance_id_set
+
+    def running() -> bool:
+        body = client.describe_instances(
+            ecs_models.DescribeInstancesRequest(
+                region_id=REGION, instance_ids=json.dumps([instance])
+            )
+        ).body
+        return body.instances.instance[0].status == "Running"
+
+    wait_until(running)
+    [row] = wait_final(client, run(client, [instance], "echo never"))
+    assert row.invocation_status == "Aborted"
+    assert row.error_code == "DeliveryTimeout"
+    [event] = wait_until(lambda: events(sim, TASK_COMPLETED, instance))
+    assert event["data"]["invocationStatus"] == "Aborted"
+
+
+def test_active_task_count(client: EcsClient, instance: str) -> None:
+    invoke_id = run(client, [instance], "sleep 30")
+    wait_status(client, invoke_id, "Running")
+
+    def status() -> Any:
+        return client.describe_cloud_assistant_status(
+            ecs_models.DescribeCloudAssistantStatusRequest(region_id=REGION, instance_id=[instance])
+        ).body.instance_cloud_assistant_status_set.instance_cloud_assistant_status[0]
+
+    assert status().active_task_count == 1
+    assert status().invocation_count == 1
+    client.stop_invocation(ecs_models.StopInvocationRequest(region_id=REGION, invoke_id=invoke_id))
+    wait_final(client, invoke_id)
+    assert status().active_task_count == 0
+    assert status().last_invoked_time
+
+
+def test_describe_invocation_results_status_filter(client: EcsClient, sim: AlisimServer) -> None:
+    a, b = booted_instances(client, sim, amount=2)
+    invoke_id = run(
+        client, [a, b], f'test "{{{{ACS::InstanceId}}}}" = "{a}"', enable_parameter=True
+    )
+    wait_final(client, invoke_id)
+    # Both vocabularies of the documented values: Finished (older) and Success.
+    for status, expected in (("Finished", [a]), ("Success", [a]), ("Failed", [b])):
+        rows = results(client, invoke_id, invoke_record_status=status)
+        assert [r.instance_id for r in rows] == expected, status
+    assert results(client, invoke_id, invoke_record_status="Running") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -69,8 +70,6 @@ def run_instances(client: EcsClient, amount: int = 1, **fields: Any) -> list[str
 
 
 def describe(client: EcsClient, ids: list[str] | None = None, **fields: Any) -> Any:
-    import json
-
     if ids is not None:
         fields["instance_ids"] = json.dumps(ids)
     request = ecs_models.DescribeInstancesRequest(region_id=REGION, **fields)
@@ -95,7 +94,9 @@ def state_sequence(sim: AlisimServer, instance_id: str) -> list[str]:
 
 
 @pytest.fixture(params=["acs3", "v2"])
-def ecs(sim: AlisimServer, access_key: tuple[str, str], request: pytest.FixtureRequest) -> EcsClient:
+def ecs(
+    sim: AlisimServer, access_key: tuple[str, str], request: pytest.FixtureRequest
+) -> EcsClient:
     """An ECS client in each signature mode (ACS3-HMAC-SHA256 and the RPC HMAC-SHA1)."""
     return make_client(sim, access_key, request.param)
 
@@ -264,16 +265,16 @@ def test_stop_start_reboot_delete(ecs: EcsClient, sim: AlisimServer) -> None:
     ecs.stop_instances(ecs_models.StopInstancesRequest(region_id=REGION, instance_id=[instance]))
     wait_status(ecs, [instance], "Stopped")
 
-    ecs.start_instances(
-        ecs_models.StartInstancesRequest(region_id=REGION, instance_id=[instance])
-    )
+    ecs.start_instances(ecs_models.StartInstancesRequest(region_id=REGION, instance_id=[instance]))
     wait_status(ecs, [instance], "Running")
 
     before = len(state_sequence(sim, instance))
     ecs.reboot_instances(
         ecs_models.RebootInstancesRequest(region_id=REGION, instance_id=[instance])
     )
-    wait_until(lambda: state_sequence(sim, instance)[before:] == ["Stopping", "Starting", "Running"])
+    wait_until(
+        lambda: state_sequence(sim, instance)[before:] == ["Stopping", "Starting", "Running"]
+    )
     wait_status(ecs, [instance], "Running")
 
     # A running instance needs Force to be released.
@@ -350,9 +351,7 @@ def test_batch_with_one_unknown_id_changes_nothing(ecs: EcsClient) -> None:
 def test_state_change_events_for_each_transition(client: EcsClient, sim: AlisimServer) -> None:
     [instance] = run_instances(client)
     wait_until(lambda: state_sequence(sim, instance) == ["Pending", "Starting", "Running"])
-    client.stop_instances(
-        ecs_models.StopInstancesRequest(region_id=REGION, instance_id=[instance])
-    )
+    client.stop_instances(ecs_models.StopInstancesRequest(region_id=REGION, instance_id=[instance]))
     wait_until(lambda: state_sequence(sim, instance)[3:] == ["Stopping", "Stopped"])
     client.start_instances(
         ecs_models.StartInstancesRequest(region_id=REGION, instance_id=[instance])
@@ -456,3 +455,31 @@ def test_describe_cloud_assistant_status(ecs: EcsClient, sim: AlisimServer) -> N
     ecs.stop_instances(ecs_models.StopInstancesRequest(region_id=REGION, instance_id=[linux[0]]))
     wait_status(ecs, [linux[0]], "Stopped")
     assert assistant_status(ecs, linux[0]) == "false"
+
+
+def test_stop_and_start_answer_with_the_transitional_status(
+    ecs: EcsClient, sim: AlisimServer
+) -> None:
+    """The call itself sets Stopping/Starting (documented): never Running right after a stop."""
+    [instance] = run_instances(ecs)
+    wait_status(ecs, [instance], "Running")
+    patch_settings(sim, stop_seconds=30, pending_seconds=30)
+
+    body = ecs.stop_instances(
+        ecs_models.StopInstancesRequest(region_id=REGION, instance_id=[instance])
+    ).body
+    [answer] = body.instance_responses.instance_response
+    assert (answer.previous_status, answer.current_status) == ("Running", "Stopping")
+    assert statuses(ecs, [instance]) == {instance: "Stopping"}
+
+    patch_settings(sim, stop_seconds=0)
+    ecs.stop_instances(
+        ecs_models.StopInstancesRequest(region_id=REGION, instance_id=[instance], force_stop=True)
+    )
+    wait_status(ecs, [instance], "Stopped")
+    body = ecs.start_instances(
+        ecs_models.StartInstancesRequest(region_id=REGION, instance_id=[instance])
+    ).body
+    [answer] = body.instance_responses.instance_response
+    assert (answer.previous_status, answer.current_status) == ("Stopped", "Starting")
+    assert statuses(ecs, [instance]) == {instance: "Starting"}

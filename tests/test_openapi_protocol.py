@@ -218,9 +218,7 @@ def test_raw_acs3_request_is_accepted_once(sim: AlisimServer, access_key: tuple[
     assert error_code(replay) == "SignatureNonceUsed"
 
 
-def test_tampered_acs3_request_is_rejected(
-    sim: AlisimServer, access_key: tuple[str, str]
-) -> None:
+def test_tampered_acs3_request_is_rejected(sim: AlisimServer, access_key: tuple[str, str]) -> None:
     query, headers = acs3_signed(
         sim, access_key, "DescribeInstances", {"RegionId": REGION, "PageSize": "5"}
     )
@@ -330,9 +328,7 @@ def test_rpc_skewed_timestamp_is_rejected(
 
 
 def test_rpc_bad_timestamp_format(sim: AlisimServer, access_key: tuple[str, str]) -> None:
-    query = rpc_signed(
-        access_key, "DescribeInstances", {"RegionId": REGION}, timestamp="yesterday"
-    )
+    query = rpc_signed(access_key, "DescribeInstances", {"RegionId": REGION}, timestamp="yesterday")
     assert error_code(post(sim, query)) == "InvalidTimeStamp.Format"
 
 
@@ -575,9 +571,7 @@ def test_call_counts_match_calls_made(
     with pytest.raises(sdk_errors.ClientException):
         describe_instances(make_client(sim, (access_key[0], "wrong"), mode))
 
-    assert calls(sim) == {
-        "Ecs": {"DescribeInstances": 3, "RunInstances": 1, "DeleteInstances": 1}
-    }
+    assert calls(sim) == {"Ecs": {"DescribeInstances": 3, "RunInstances": 1, "DeleteInstances": 1}}
     total = httpx.get(f"{sim.url}/_alisim/calls").json()["total"]
     assert total == 5
 

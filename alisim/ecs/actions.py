@@ -210,7 +210,7 @@ def _instances_of(cloud: Cloud, params: Params) -> list[Instance]:
     return [cloud.instances.get(i) for i in ids]
 
 
-def _batch_result(instances: list[Instance]) -> dict[str, Any]:
+def _batch_result(instances: list[Instance], previous: list[str]) -> dict[str, Any]:
     return {
         "InstanceResponses": {
             "InstanceResponse": [
@@ -219,9 +219,9 @@ def _batch_result(instances: list[Instance]) -> dict[str, Any]:
                     "Code": "200",
                     "Message": "success",
                     "CurrentStatus": str(i.status),
-                    "PreviousStatus": str(i.status),
+                    "PreviousStatus": before,
                 }
-                for i in instances
+                for i, before in zip(instances, previous, strict=True)
             ]
         }
     }
@@ -232,9 +232,10 @@ async def start_instances(cloud: Cloud, params: Params) -> dict[str, Any]:
     _check_region(cloud, params)
     instances = _instances_of(cloud, params)
     _dry_run(params)
+    previous = [str(i.status) for i in instances]
     for instance in instances:
         cloud.instances.start(instance)
-    return _batch_result(instances)
+    return _batch_result(instances, previous)
 
 
 @action(ECS, "StopInstances")
@@ -242,9 +243,10 @@ async def stop_instances(cloud: Cloud, params: Params) -> dict[str, Any]:
     _check_region(cloud, params)
     instances = _instances_of(cloud, params)
     _dry_run(params)
+    previous = [str(i.status) for i in instances]
     for instance in instances:
         cloud.instances.stop(instance, params.bool("ForceStop"))
-    return _batch_result(instances)
+    return _batch_result(instances, previous)
 
 
 @action(ECS, "RebootInstances")
@@ -252,9 +254,10 @@ async def reboot_instances(cloud: Cloud, params: Params) -> dict[str, Any]:
     _check_region(cloud, params)
     instances = _instances_of(cloud, params)
     _dry_run(params)
+    previous = [str(i.status) for i in instances]
     for instance in instances:
         cloud.instances.reboot(instance, params.bool("ForceReboot"))
-    return _batch_result(instances)
+    return _batch_result(instances, previous)
 
 
 @action(ECS, "DeleteInstances")
@@ -639,7 +642,7 @@ async def describe_invocation_results(cloud: Cloud, params: Params) -> dict[str,
         for inv in invocations
         for ii in inv.instances.values()
         if (instance_id is None or ii.instance_id == instance_id)
-        and (record_status is None or ii.record_status == record_status)
+        and (record_status is None or record_status in (ii.record_status, ii.status))
     ]
     page, paging = paginate(rows, params, max_size=50)
     return {

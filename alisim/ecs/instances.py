@@ -172,10 +172,13 @@ class InstanceService:
             )
         )
 
-    async def _stop(self, instance: Instance, then_start: bool) -> None:
+    def _begin_stop(self, instance: Instance) -> None:
+        """The call itself puts the instance in Stopping (documented), before it answers."""
         self._set_status(instance, InstanceStatus.STOPPING)
         instance.agent_online = False
         self.cloud.assistant.instance_stopping(instance)
+
+    async def _stop(self, instance: Instance, then_start: bool) -> None:
         await self._sleep(self.cloud.settings.stop_seconds)
         if then_start:
             await self._boot(instance, from_pending=False)
@@ -186,6 +189,7 @@ class InstanceService:
     def start(self, instance: Instance) -> None:
         if instance.status != InstanceStatus.STOPPED:
             raise incorrect_status(instance, "StartInstances")
+        self._set_status(instance, InstanceStatus.STARTING)
         self._run(instance, self._boot(instance, from_pending=False))
 
     def stop(self, instance: Instance, force: bool) -> None:
@@ -193,11 +197,13 @@ class InstanceService:
             return
         if instance.status not in (InstanceStatus.RUNNING, InstanceStatus.STARTING) and not force:
             raise incorrect_status(instance, "StopInstances")
+        self._begin_stop(instance)
         self._run(instance, self._stop(instance, then_start=False))
 
     def reboot(self, instance: Instance, force: bool) -> None:
         if instance.status != InstanceStatus.RUNNING:
             raise incorrect_status(instance, "RebootInstances")
+        self._begin_stop(instance)
         self._run(instance, self._stop(instance, then_start=True))
 
     def check_deletable(self, instance: Instance, force: bool) -> None:
