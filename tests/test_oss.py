@@ -1,7 +1,8 @@
 """alisim's OSS through the official SDKs (oss2 and alibabacloud-oss-v2), unchanged.
 
-Every test talks HTTP to the session's real server; the only raw requests are the ones no
-SDK would send (garbage, tampering, anonymous), and even those are signed by oss2's signer.
+Every test talks HTTP to the session's real server. Raw requests appear only where no SDK
+would send them (garbage, tampering, anonymous, oversized); tampered ones start from oss2's
+own signer.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import hashlib
 import http.client
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from email.utils import formatdate
+from pathlib import Path
 from urllib.parse import quote
 from xml.etree import ElementTree
 
@@ -36,8 +38,6 @@ ODD_KEYS = [
     "trailing-slash-dir/",
 ]
 
-AuthFactory = Callable[[], object]
-
 
 def _error_code(response: httpx.Response) -> str:
     return ElementTree.fromstring(response.content).findtext("Code") or ""
@@ -48,23 +48,29 @@ def region(sim: AlisimServer) -> str:
     return sim.cloud.settings.region
 
 
-@pytest.fixture
-def sts_key(sim: AlisimServer) -> dict[str, str]:
+def request_sts(sim: AlisimServer) -> dict[str, str]:
     response = httpx.post(f"{sim.url}/_alisim/sts")
     response.raise_for_status()
     return response.json()
 
 
+@pytest.fixture
+def sts_key(sim: AlisimServer) -> dict[str, str]:
+    return request_sts(sim)
+
+
 @pytest.fixture(params=["v1", "v4", "sts-v1", "sts-v4"])
-def bucket(request: pytest.FixtureRequest, sim: AlisimServer, access_key: tuple[str, str],
-           region: str) -> oss2.Bucket:
+def bucket(
+    request: pytest.FixtureRequest, sim: AlisimServer, access_key: tuple[str, str], region: str
+) -> oss2.Bucket:
     """An oss2 bucket handle (created) under each signature version and credential kind."""
     kind = request.param
     if kind.startswith("sts"):
         key = request.getfixturevalue("sts_key")
         version = oss2.AUTH_VERSION_4 if kind.endswith("v4") else oss2.AUTH_VERSION_1
-        auth = oss2.StsAuth(key["AccessKeyId"], key["AccessKeySecret"], key["SecurityToken"],
-                            auth_version=version)
+        auth = oss2.StsAuth(
+            key["AccessKeyId"], key["AccessKeySecret"], key["SecurityToken"], auth_version=version
+        )
     elif kind == "v4":
         auth = oss2.AuthV4(*access_key)
     else:
@@ -81,8 +87,14 @@ def v1_bucket(sim: AlisimServer, access_key: tuple[str, str]) -> oss2.Bucket:
     return handle
 
 
-def _v2_client(sim: AlisimServer, key_id: str, secret: str, version: str = "v4",
-               token: str | None = None, retries: bool = False) -> ossv2.Client:
+def _v2_client(
+    sim: AlisimServer,
+    key_id: str,
+    secret: str,
+    version: str = "v4",
+    token: str | None = None,
+    retries: bool = False,
+) -> ossv2.Client:
     """A client for alisim; without retries an unexpected 5xx fails the test at once.
 
     oss-v2 1.4's `get_object_to_file` loops `range(1, attempts)`, so it needs the retryer.
@@ -99,15 +111,17 @@ def _v2_client(sim: AlisimServer, key_id: str, secret: str, version: str = "v4",
 
 
 @pytest.fixture(params=["v4", "v1"])
-def client(request: pytest.FixtureRequest, sim: AlisimServer,
-           access_key: tuple[str, str]) -> Iterator[ossv2.Client]:
+def client(
+    request: pytest.FixtureRequest, sim: AlisimServer, access_key: tuple[str, str]
+) -> Iterator[ossv2.Client]:
     v2 = _v2_client(sim, *access_key, version=request.param)
     v2.put_bucket(ossv2.PutBucketRequest(bucket=BUCKET))
     yield v2
 
 
-def _service_error(excinfo: pytest.ExceptionInfo[ossv2.exceptions.OperationError]
-                   ) -> ossv2.exceptions.ServiceError:
+def _service_error(
+    excinfo: pytest.ExceptionInfo[ossv2.exceptions.OperationError],
+) -> ossv2.exceptions.ServiceError:
     error = excinfo.value.unwrap()
     assert isinstance(error, ossv2.exceptions.ServiceError)
     return error
@@ -116,8 +130,9 @@ def _service_error(excinfo: pytest.ExceptionInfo[ossv2.exceptions.OperationError
 # --- CRC-64 -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size", [0, 1, 7, 1024, 1025, 65_536, (1 << 20) - 1, 1 << 20,
-                                  (1 << 20) + 1, (3 << 20) + 12_345])
+@pytest.mark.parametrize(
+    "size", [0, 1, 7, 1024, 1025, 65_536, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, (3 << 20) + 12_345]
+)
 def test_crc64_matches_the_sdk_implementation(size: int) -> None:
     data = os.urandom(size)
     reference = Crc64()
@@ -136,8 +151,11 @@ def test_crc64_is_fast_enough_for_large_objects() -> None:
 
 
 def test_put_get_head_delete(bucket: oss2.Bucket) -> None:
-    put = bucket.put_object("hello.txt", b"hello world",
-                            headers={"Content-Type": "text/x-test", "x-oss-meta-Owner": "ops"})
+    put = bucket.put_object(
+        "hello.txt",
+        b"hello world",
+        headers={"Content-Type": "text/x-test", "x-oss-meta-Owner": "ops"},
+    )
     assert put.status == 200
     assert put.etag == hashlib.md5(b"hello world").hexdigest().upper()
     assert put.crc == crc64_ecma(b"hello world")
@@ -234,7 +252,7 @@ def test_content_md5_is_checked(v1_bucket: oss2.Bucket) -> None:
         v1_bucket.put_object("m", b"payload", headers={"Content-MD5": "not-base64!"})
 
 
-def test_large_object_round_trip_with_crc(v1_bucket: oss2.Bucket, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_large_object_round_trip_with_crc(v1_bucket: oss2.Bucket, tmp_path: Path) -> None:
     data = os.urandom(6 * 1024 * 1024 + 123)
     put = v1_bucket.put_object("big.bin", data)
     assert put.crc == crc64_ecma(data)
@@ -262,7 +280,10 @@ def test_copy_and_batch_delete(v1_bucket: oss2.Bucket) -> None:
 
 def test_list_prefix_delimiter_and_pagination(bucket: oss2.Bucket) -> None:
     keys = [f"logs/2024/{n:02d}.log" for n in range(12)] + [
-        "logs/2025/01.log", "logs/2025/02.log", "logs/readme", "other/x",
+        "logs/2025/01.log",
+        "logs/2025/02.log",
+        "logs/readme",
+        "other/x",
     ]
     for key in keys:
         bucket.put_object(key, b"x")
@@ -273,8 +294,9 @@ def test_list_prefix_delimiter_and_pagination(bucket: oss2.Bucket) -> None:
 
     page = bucket.list_objects_v2(prefix="logs/2024/", max_keys=5)
     assert page.is_truncated and len(page.object_list) == 5
-    rest = bucket.list_objects_v2(prefix="logs/2024/", max_keys=5,
-                                  continuation_token=page.next_continuation_token)
+    rest = bucket.list_objects_v2(
+        prefix="logs/2024/", max_keys=5, continuation_token=page.next_continuation_token
+    )
     assert rest.object_list[0].key == "logs/2024/05.log"
 
     paged = [o.key for o in oss2.ObjectIteratorV2(bucket, prefix="logs/", max_keys=3)]
@@ -283,6 +305,8 @@ def test_list_prefix_delimiter_and_pagination(bucket: oss2.Bucket) -> None:
     assert by_dir == ["logs/", "other/"]
     v1 = [o.key for o in oss2.ObjectIterator(bucket, prefix="logs/", max_keys=4)]
     assert v1 == paged
+    raw = bucket.list_objects_v2(prefix="logs/2025/", encoding_type="")
+    assert [o.key for o in raw.object_list] == ["logs/2025/01.log", "logs/2025/02.log"]
     after = bucket.list_objects_v2(prefix="logs/", start_after="logs/2025/01.log")
     assert [o.key for o in after.object_list] == ["logs/2025/02.log", "logs/readme"]
     marker = bucket.list_objects(prefix="logs/", delimiter="/", marker="logs/2024/", max_keys=1)
@@ -290,8 +314,7 @@ def test_list_prefix_delimiter_and_pagination(bucket: oss2.Bucket) -> None:
     assert marker.is_truncated
 
 
-def test_list_buckets_and_bucket_lifecycle(sim: AlisimServer,
-                                           access_key: tuple[str, str]) -> None:
+def test_list_buckets_and_bucket_lifecycle(sim: AlisimServer, access_key: tuple[str, str]) -> None:
     auth = oss2.Auth(*access_key)
     names = ["bucket-a", "bucket-b", "bucket-c"]
     for name in names:
@@ -321,11 +344,11 @@ def test_list_buckets_and_bucket_lifecycle(sim: AlisimServer,
 
 
 @pytest.mark.parametrize("auth_class", [oss2.Auth, oss2.AuthV4])
-def test_wrong_secret_is_signature_mismatch(sim: AlisimServer, access_key: tuple[str, str],
-                                            region: str, auth_class: type) -> None:
+def test_wrong_secret_is_signature_mismatch(
+    sim: AlisimServer, access_key: tuple[str, str], region: str, auth_class: type
+) -> None:
     oss2.Bucket(oss2.Auth(*access_key), sim.url, BUCKET).create_bucket()
-    wrong = oss2.Bucket(auth_class(access_key[0], "not-the-secret"), sim.url, BUCKET,
-                        region=region)
+    wrong = oss2.Bucket(auth_class(access_key[0], "not-the-secret"), sim.url, BUCKET, region=region)
     with pytest.raises(oss2.exceptions.SignatureDoesNotMatch):
         wrong.put_object("k", b"v")
     with pytest.raises(oss2.exceptions.SignatureDoesNotMatch):
@@ -333,8 +356,9 @@ def test_wrong_secret_is_signature_mismatch(sim: AlisimServer, access_key: tuple
 
 
 @pytest.mark.parametrize("auth_class", [oss2.Auth, oss2.AuthV4])
-def test_unknown_key_id_is_invalid_access_key_id(sim: AlisimServer, region: str,
-                                                 auth_class: type) -> None:
+def test_unknown_key_id_is_invalid_access_key_id(
+    sim: AlisimServer, region: str, auth_class: type
+) -> None:
     stranger = oss2.Bucket(auth_class("LTAI-unknown", "secret"), sim.url, BUCKET, region=region)
     with pytest.raises(oss2.exceptions.ServerError) as error:
         stranger.get_object("k")
@@ -353,8 +377,13 @@ def test_sts_token_is_required_and_checked(sim: AlisimServer, sts_key: dict[str,
     assert (forged.value.status, forged.value.code) == (403, "InvalidSecurityToken")
 
 
-def _signed(bucket: oss2.Bucket, method: str, key: str, headers: dict[str, str] | None = None,
-            data: bytes = b"") -> tuple[str, dict[str, str]]:
+def _signed(
+    bucket: oss2.Bucket,
+    method: str,
+    key: str,
+    headers: dict[str, str] | None = None,
+    data: bytes = b"",
+) -> tuple[str, dict[str, str]]:
     """URL and headers exactly as oss2 would send them, for requests to tamper with."""
     url = f"{bucket.endpoint}/{bucket.bucket_name}/{quote(key, safe='')}"
     request = oss2.http.Request(method, url, data=data, headers=dict(headers or {}))
@@ -390,6 +419,13 @@ def test_presigned_urls(sim: AlisimServer, access_key: tuple[str, str], region: 
         assert response.content == b"shared"
     expired = httpx.get(v1.sign_url("GET", "shared file.txt", -10))
     assert (expired.status_code, _error_code(expired)) == (403, "AccessDenied")
+    key = request_sts(sim)
+    for version in (oss2.AUTH_VERSION_1, oss2.AUTH_VERSION_4):
+        auth = oss2.StsAuth(
+            key["AccessKeyId"], key["AccessKeySecret"], key["SecurityToken"], auth_version=version
+        )
+        sts = oss2.Bucket(auth, sim.url, BUCKET, region=region)
+        assert httpx.get(sts.sign_url("GET", "shared file.txt", 60)).content == b"shared"
 
 
 def test_clock_skew_and_anonymous_requests(v1_bucket: oss2.Bucket, sim: AlisimServer) -> None:
@@ -414,13 +450,30 @@ def test_clock_skew_and_anonymous_requests(v1_bucket: oss2.Bucket, sim: AlisimSe
     [
         ("GET", f"/{BUCKET}/k", {"Authorization": "garbage"}, 400, "InvalidArgument"),
         ("GET", f"/{BUCKET}/k", {"Authorization": "OSS no-colon"}, 400, "InvalidArgument"),
-        ("GET", f"/{BUCKET}/k", {"Authorization": "OSS a:b", "Date": "yesterday"}, 403,
-         "AccessDenied"),
-        ("GET", f"/{BUCKET}/k", {"Authorization": "OSS4-HMAC-SHA256 Credential=x"}, 400,
-         "InvalidArgument"),
-        ("GET", f"/{BUCKET}/k", {"Authorization": "OSS4-HMAC-SHA256 Credential=a/b/c/d/e, "
-                                 "Signature=0", "x-oss-date": "20240101T000000Z"}, 403,
-         "RequestTimeTooSkewed"),
+        (
+            "GET",
+            f"/{BUCKET}/k",
+            {"Authorization": "OSS a:b", "Date": "yesterday"},
+            403,
+            "AccessDenied",
+        ),
+        (
+            "GET",
+            f"/{BUCKET}/k",
+            {"Authorization": "OSS4-HMAC-SHA256 Credential=x"},
+            400,
+            "InvalidArgument",
+        ),
+        (
+            "GET",
+            f"/{BUCKET}/k",
+            {
+                "Authorization": "OSS4-HMAC-SHA256 Credential=a/b/c/d/e, Signature=0",
+                "x-oss-date": "20240101T000000Z",
+            },
+            403,
+            "RequestTimeTooSkewed",
+        ),
         ("GET", f"/{BUCKET}/%ff%fe", {}, 400, "InvalidURI"),
         ("GET", f"/{BUCKET}/k?prefix=%ff", {}, 400, "InvalidURI"),
         ("PATCH", f"/{BUCKET}/k", {}, 405, "MethodNotAllowed"),
@@ -428,9 +481,15 @@ def test_clock_skew_and_anonymous_requests(v1_bucket: oss2.Bucket, sim: AlisimSe
         ("GET", f"/{BUCKET}/k?uploads", {}, 501, "NotImplemented"),
     ],
 )
-def test_malformed_requests_get_xml_errors(sim: AlisimServer, access_key: tuple[str, str],
-                                           method: str, path: str, headers: dict[str, str],
-                                           status: int, code: str) -> None:
+def test_malformed_requests_get_xml_errors(
+    sim: AlisimServer,
+    access_key: tuple[str, str],
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    status: int,
+    code: str,
+) -> None:
     response = httpx.request(method, sim.url + path, headers=headers)
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/xml")
@@ -445,8 +504,9 @@ def test_malformed_requests_get_xml_errors(sim: AlisimServer, access_key: tuple[
     assert handle.get_object("after").read() == b"still here"
 
 
-def test_oversized_body_is_refused_before_it_is_read(v1_bucket: oss2.Bucket,
-                                                     sim: AlisimServer) -> None:
+def test_oversized_body_is_refused_before_it_is_read(
+    v1_bucket: oss2.Bucket, sim: AlisimServer
+) -> None:
     url, headers = _signed(v1_bucket, "PUT", "huge", {"Content-Length": str(MAX_OBJECT_BYTES + 1)})
     # http.client, unlike httpx, lets the declared length exceed what is actually sent.
     connection = http.client.HTTPConnection(sim.host, sim.port, timeout=10)
@@ -480,17 +540,23 @@ def test_calls_are_counted(v1_bucket: oss2.Bucket, sim: AlisimServer) -> None:
 
 def test_v2_put_get_head_delete(client: ossv2.Client) -> None:
     key = "dir/ü file+1.txt"
-    put = client.put_object(ossv2.PutObjectRequest(
-        bucket=BUCKET, key=key, body=b"hello v2", metadata={"team": "sre"},
-        content_type="text/plain",
-    ))
+    put = client.put_object(
+        ossv2.PutObjectRequest(
+            bucket=BUCKET,
+            key=key,
+            body=b"hello v2",
+            metadata={"team": "sre"},
+            content_type="text/plain",
+        )
+    )
     assert put.hash_crc64 == str(crc64_ecma(b"hello v2"))
     got = client.get_object(ossv2.GetObjectRequest(bucket=BUCKET, key=key))
     assert got.body.read() == b"hello v2"
     assert got.metadata == {"team": "sre"}
     assert got.content_type == "text/plain"
-    ranged = client.get_object(ossv2.GetObjectRequest(bucket=BUCKET, key=key,
-                                                      range_header="bytes=6-"))
+    ranged = client.get_object(
+        ossv2.GetObjectRequest(bucket=BUCKET, key=key, range_header="bytes=6-")
+    )
     assert (ranged.status_code, ranged.content_range) == (206, "bytes 6-7/8")
     assert ranged.body.read() == b"v2"
     head = client.head_object(ossv2.HeadObjectRequest(bucket=BUCKET, key=key))
@@ -501,12 +567,12 @@ def test_v2_put_get_head_delete(client: ossv2.Client) -> None:
     assert not client.is_object_exist(BUCKET, key)
 
 
-def test_v2_errors_carry_the_real_codes(client: ossv2.Client, sim: AlisimServer,
-                                        access_key: tuple[str, str]) -> None:
+def test_v2_errors_carry_the_real_codes(
+    client: ossv2.Client, sim: AlisimServer, access_key: tuple[str, str]
+) -> None:
     with pytest.raises(ossv2.exceptions.OperationError) as missing:
         client.get_object(ossv2.GetObjectRequest(bucket=BUCKET, key="missing"))
-    assert (_service_error(missing).status_code, _service_error(missing).code) == (
-        404, "NoSuchKey")
+    assert (_service_error(missing).status_code, _service_error(missing).code) == (404, "NoSuchKey")
     with pytest.raises(ossv2.exceptions.OperationError) as head_missing:
         client.head_object(ossv2.HeadObjectRequest(bucket=BUCKET, key="missing"))
     assert _service_error(head_missing).code == "NoSuchKey"
@@ -517,7 +583,9 @@ def test_v2_errors_carry_the_real_codes(client: ossv2.Client, sim: AlisimServer,
     with pytest.raises(ossv2.exceptions.OperationError) as mismatch:
         wrong.put_object(ossv2.PutObjectRequest(bucket=BUCKET, key="k", body=b"v"))
     assert (_service_error(mismatch).status_code, _service_error(mismatch).code) == (
-        403, "SignatureDoesNotMatch")
+        403,
+        "SignatureDoesNotMatch",
+    )
 
 
 def test_v2_listing_with_paginator(client: ossv2.Client) -> None:
@@ -529,24 +597,35 @@ def test_v2_listing_with_paginator(client: ossv2.Client) -> None:
     assert len(pages) == 4
     listed = [obj.key for page in pages for obj in page.contents]
     assert listed == sorted(k for k in keys if k.startswith("data/"))
-    grouped = client.list_objects_v2(ossv2.ListObjectsV2Request(
-        bucket=BUCKET, prefix="data/", delimiter="/", max_keys=100,
-    ))
+    grouped = client.list_objects_v2(
+        ossv2.ListObjectsV2Request(
+            bucket=BUCKET,
+            prefix="data/",
+            delimiter="/",
+            max_keys=100,
+        )
+    )
     assert [p.prefix for p in grouped.common_prefixes] == ["data/sub/"]
     assert grouped.key_count == 26
     buckets = client.list_buckets(ossv2.ListBucketsRequest())
     assert [b.name for b in buckets.buckets] == [BUCKET]
 
 
-def test_v2_large_object_and_sts(sim: AlisimServer, sts_key: dict[str, str], tmp_path) -> None:  # type: ignore[no-untyped-def]
-    sts = _v2_client(sim, sts_key["AccessKeyId"], sts_key["AccessKeySecret"],
-                     token=sts_key["SecurityToken"], retries=True)
+def test_v2_large_object_and_sts(
+    sim: AlisimServer, sts_key: dict[str, str], tmp_path: Path
+) -> None:
+    sts = _v2_client(
+        sim,
+        sts_key["AccessKeyId"],
+        sts_key["AccessKeySecret"],
+        token=sts_key["SecurityToken"],
+        retries=True,
+    )
     sts.put_bucket(ossv2.PutBucketRequest(bucket=BUCKET))
     data = os.urandom(5 * 1024 * 1024 + 7)
     sts.put_object(ossv2.PutObjectRequest(bucket=BUCKET, key="big/blob.bin", body=data))
     target = tmp_path / "blob.bin"
-    sts.get_object_to_file(ossv2.GetObjectRequest(bucket=BUCKET, key="big/blob.bin"),
-                           str(target))
+    sts.get_object_to_file(ossv2.GetObjectRequest(bucket=BUCKET, key="big/blob.bin"), str(target))
     assert target.read_bytes() == data
     presigned = sts.presign(ossv2.GetObjectRequest(bucket=BUCKET, key="big/blob.bin"))
     assert hashlib.md5(httpx.get(presigned.url).content).digest() == hashlib.md5(data).digest()

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from alisim.errors import OssError
 from alisim.oss import xml
 from alisim.oss.listing import list_page
-from alisim.oss.request import OssRequest, check_content_md5
+from alisim.oss.request import OssRequest, as_count, check_content_md5
 from alisim.oss.responses import xml_response
 from alisim.oss.store import Bucket, OssObject
 
@@ -46,9 +46,10 @@ def _max_keys(req: OssRequest, default: int = 100) -> int:
     raw = req.params.get("max-keys", "")
     if raw == "":
         return default
-    if not raw.isdigit() or not 0 < int(raw) <= 1000:
+    value = as_count(raw)
+    if value is None or not 0 < value <= 1000:
         raise invalid_argument("max-keys must be an integer between 1 and 1000.", "max-keys", raw)
-    return int(raw)
+    return value
 
 
 def _url_encoded(req: OssRequest) -> bool:

@@ -91,11 +91,12 @@ def route(req: OssRequest) -> tuple[str, Operation]:
 
 
 async def _serve(cloud: Cloud, request: Request, req: OssRequest) -> Response:
-    action, operation = "Unknown", None
     try:
         action, operation = route(req)
-    finally:
-        cloud.count_call("Oss", action)
+    except OssError:
+        cloud.count_call("Oss", "Unknown")
+        raise
+    cloud.count_call("Oss", action)
     req.body = await read_body(request, req.headers)
     authenticate(
         req, cloud.credentials, cloud.settings.region, cloud.settings.signature_window_seconds
@@ -110,7 +111,7 @@ async def _serve(cloud: Cloud, request: Request, req: OssRequest) -> Response:
 async def handle(cloud: Cloud, request: Request) -> Response:
     req = OssRequest(request.method.upper(), "", "", [], {}, _new_request_id())
     try:
-        req = await parse(request, req.request_id)
+        req = parse(request, req.request_id)
         return await _serve(cloud, request, req)
     except OssError as error:
         log.info("%s %s -> %s", request.method, request.url.path, error.code)

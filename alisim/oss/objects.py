@@ -28,7 +28,7 @@ _STORED_HEADERS = (
     "expires",
 )
 _OVERRIDES = {f"response-{name}": name for name in ("content-type", *_STORED_HEADERS)}
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII | re.IGNORECASE)
+_RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})", re.ASCII | re.IGNORECASE)
 
 
 def _check_key(key: str) -> None:

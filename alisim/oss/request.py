@@ -62,6 +62,10 @@ def parse_path(raw_path: bytes) -> tuple[str, str]:
     if not path.startswith("/"):
         raise _bad_uri("the path must start with '/'.")
     bucket, _, key = path[1:].partition("/")
+    if key and not bucket:
+        raise OssError(
+            "InvalidBucketName", "The specified bucket is not valid.", 400, BucketName=""
+        )
     return bucket, key
 
 
@@ -85,6 +89,13 @@ def parse_query(raw_query: bytes) -> list[tuple[str, str]]:
     return pairs
 
 
+def as_count(text: str) -> int | None:
+    """A non-negative decimal that fits 64 bits, or None: `isdigit` alone admits `²`."""
+    if text.isascii() and text.isdigit() and len(text) <= 19:
+        return int(text)
+    return None
+
+
 def parse_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for name, value in raw:
@@ -105,8 +116,8 @@ def entity_too_large() -> OssError:
 
 async def read_body(request: Request, headers: dict[str, str]) -> bytes:
     """The body, refused as soon as it is known to exceed the object size limit."""
-    declared = headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_OBJECT_BYTES:
+    declared = as_count(headers.get("content-length", ""))
+    if declared is not None and declared > MAX_OBJECT_BYTES:
         raise entity_too_large()
     chunks: list[bytes] = []
     size = 0
@@ -118,7 +129,7 @@ async def read_body(request: Request, headers: dict[str, str]) -> bytes:
     return b"".join(chunks)
 
 
-async def parse(request: Request, request_id: str) -> OssRequest:
+def parse(request: Request, request_id: str) -> OssRequest:
     raw_path = request.scope.get("raw_path") or request.scope["path"].encode("utf-8")
     bucket, key = parse_path(raw_path)
     headers = parse_headers(request.headers.raw)

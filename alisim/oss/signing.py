@@ -13,13 +13,12 @@ import hmac
 import time
 from calendar import timegm
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote
 
 from alisim.credentials import CredentialStore
 from alisim.errors import ApiError, OssError
-from alisim.oss.request import OssRequest
+from alisim.oss.request import OssRequest, as_count
 
 V4 = "OSS4-HMAC-SHA256"
 _V4_SCOPE_END = "aliyun_v4_request"
@@ -155,11 +154,6 @@ SUBRESOURCES = _SUBRESOURCES_OSS2 | _SUBRESOURCES_V2SDK
 _V1_QUERY_AUTH = frozenset({"OSSAccessKeyId", "Expires", "Signature"})
 
 
-@dataclass(frozen=True)
-class Identity:
-    access_key_id: str
-
-
 def _denied(message: str) -> OssError:
     return OssError("AccessDenied", message, 403)
 
@@ -223,14 +217,8 @@ def _mismatch(
     )
 
 
-def _first_match(
-    candidates: Iterable[bytes], sign: Callable[[bytes], str], provided: str
-) -> bytes | None:
-    """The first string to sign whose signature equals `provided`; None if none does."""
-    for candidate in candidates:
-        if hmac.compare_digest(sign(candidate).encode(), provided.encode()):
-            return candidate
-    return None
+def _matches_any(candidates: Iterable[bytes], sign: Callable[[bytes], str], provided: str) -> bool:
+    return any(hmac.compare_digest(sign(c).encode(), provided.encode()) for c in candidates)
 
 
 # --- V1 ---------------------------------------------------------------------------------
@@ -275,16 +263,16 @@ def _v1_verify(
     provided: str,
     token: str | None,
     date: bytes,
-) -> Identity:
+) -> str:
     secret = _secret(keys, access_key_id, token).encode("utf-8")
 
     def sign(data: bytes) -> str:
         return base64.b64encode(hmac.new(secret, data, hashlib.sha1).digest()).decode()
 
     candidates = _v1_strings(req, date)
-    if _first_match(candidates, sign, provided) is None:
+    if not _matches_any(candidates, sign, provided):
         raise _mismatch(access_key_id, provided, candidates[0])
-    return Identity(access_key_id)
+    return access_key_id
 
 
 def _parse_http_date(value: str) -> float:
@@ -297,7 +285,7 @@ def _parse_http_date(value: str) -> float:
     return parsed.timestamp()
 
 
-def _v1_header(req: OssRequest, authorization: str, keys: CredentialStore, window: int) -> Identity:
+def _v1_header(req: OssRequest, authorization: str, keys: CredentialStore, window: int) -> str:
     credential, sep, provided = authorization[4:].strip().rpartition(":")
     if not sep or not credential or not provided:
         raise _invalid_auth("Authorization header is invalid.")
@@ -309,11 +297,12 @@ def _v1_header(req: OssRequest, authorization: str, keys: CredentialStore, windo
     return _v1_verify(req, keys, credential, provided, token, date.encode("latin-1"))
 
 
-def _v1_query(req: OssRequest, keys: CredentialStore) -> Identity:
+def _v1_query(req: OssRequest, keys: CredentialStore) -> str:
     expires = req.params.get("Expires", "")
-    if not expires.isdigit():
+    expires_at = as_count(expires)
+    if expires_at is None:
         raise _invalid_auth("The Expires parameter is not a number of seconds.")
-    if int(expires) < time.time():
+    if expires_at < time.time():
         raise _denied("Request has expired.")
     token = req.params.get("security-token")
     provided = req.params.get("Signature", "")
@@ -390,7 +379,7 @@ def _v4_verify(
     provided: str,
     token: str | None,
     payload_hash: bytes,
-) -> Identity:
+) -> str:
     access_key_id, scope, product = _v4_scope(credential, signed_date, region)
     secret = _secret(keys, access_key_id, token)
     signing_key = _signing_key(secret, signed_date[:8], region, product)
@@ -410,7 +399,7 @@ def _v4_verify(
     expected = hmac.new(signing_key, string_to_sign, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected.encode(), provided.lower().encode()):
         raise _mismatch(access_key_id, provided, string_to_sign, canonical)
-    return Identity(access_key_id)
+    return access_key_id
 
 
 def _v4_fields(authorization: str) -> dict[str, str]:
@@ -424,7 +413,7 @@ def _v4_fields(authorization: str) -> dict[str, str]:
 
 def _v4_header(
     req: OssRequest, authorization: str, keys: CredentialStore, region: str, window: int
-) -> Identity:
+) -> str:
     fields = _v4_fields(authorization)
     if "Credential" not in fields or "Signature" not in fields:
         raise _invalid_auth("Authorization header is invalid.")
@@ -450,13 +439,13 @@ def _v4_header(
     )
 
 
-def _v4_query(req: OssRequest, keys: CredentialStore, region: str) -> Identity:
+def _v4_query(req: OssRequest, keys: CredentialStore, region: str) -> str:
     params = req.params
     signed_date = params.get("x-oss-date", "")
-    expires = params.get("x-oss-expires", "")
-    if not expires.isdigit():
+    expires = as_count(params.get("x-oss-expires", ""))
+    if expires is None:
         raise _invalid_auth("The x-oss-expires parameter is not a number of seconds.")
-    if _parse_v4_time(signed_date) + int(expires) < time.time():
+    if _parse_v4_time(signed_date) + expires < time.time():
         raise _denied("Request has expired.")
     return _v4_verify(
         req,
@@ -474,8 +463,8 @@ def _v4_query(req: OssRequest, keys: CredentialStore, region: str) -> Identity:
 # --- entry ------------------------------------------------------------------------------
 
 
-def authenticate(req: OssRequest, keys: CredentialStore, region: str, window: int) -> Identity:
-    """The caller's identity, or the OssError the real service gives for this request."""
+def authenticate(req: OssRequest, keys: CredentialStore, region: str, window: int) -> str:
+    """The caller's access key id, or the OssError the real service gives for this request."""
     authorization = req.header("authorization").strip()
     if authorization:
         if authorization.startswith(V4 + " "):
