@@ -24,7 +24,7 @@ from alisim.server import AlisimServer
 
 BUCKET = "runbooks-demo"
 SCRIPT = """\
-echo "hello from $(hostname) as instance $INSTANCE_ID"
+echo "hello from instance $INSTANCE_ID"
 uname -sr
 echo "working dir: $(pwd)"
 i=0; while [ $i -lt 3000 ]; do echo "line $i of a long report"; i=$((i+1)); done

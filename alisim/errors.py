@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class ApiError(Exception):
-    """An OpenAPI error: JSON `{Code, Message, RequestId, HostId, Recommend}` with an HTTP status."""
+    """An OpenAPI error: JSON `{Code, Message, RequestId, HostId}` with an HTTP status."""
 
     def __init__(
         self,

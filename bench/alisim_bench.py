@@ -30,8 +30,17 @@ BATCH = 100  # the API's per-call limit for RunInstances Amount and RunCommand I
 
 def _start_alisim(port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "alicloud_runbooks.cli", "sim", "--zero-boot", "--port",
-         str(port), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "alicloud_runbooks.cli",
+            "sim",
+            "--zero-boot",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
@@ -87,8 +96,10 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         client = ecs_client(
-            access_key_id=DEFAULT_ACCESS_KEY_ID, access_key_secret=DEFAULT_ACCESS_KEY_SECRET,
-            region=REGION, endpoint=Endpoint(openapi=f"127.0.0.1:{port}", protocol="http"),
+            access_key_id=DEFAULT_ACCESS_KEY_ID,
+            access_key_secret=DEFAULT_ACCESS_KEY_SECRET,
+            region=REGION,
+            endpoint=Endpoint(openapi=f"127.0.0.1:{port}", protocol="http"),
         )
         describe_ms: list[float] = []
         t0 = time.perf_counter()
@@ -96,8 +107,12 @@ def main() -> None:
         for start in range(0, n, BATCH):
             amount = min(BATCH, n - start)
             ids += client.run_instances(
-                ecs.RunInstancesRequest(region_id=REGION, image_id="aliyun_3_x64",
-                                        instance_type="ecs.g7.large", amount=amount)
+                ecs.RunInstancesRequest(
+                    region_id=REGION,
+                    image_id="aliyun_3_x64",
+                    instance_type="ecs.g7.large",
+                    amount=amount,
+                )
             ).body.instance_id_sets.instance_id_set
         _wait_events(url, "ecs:CloudAssistant:FirstHeartbeat", n)
         t_launch = time.perf_counter() - t0
@@ -105,8 +120,12 @@ def main() -> None:
         t1 = time.perf_counter()
         invocations = [
             client.run_command(
-                ecs.RunCommandRequest(region_id=REGION, type="RunShellScript",
-                                      command_content="echo ok", instance_id=ids[i : i + BATCH])
+                ecs.RunCommandRequest(
+                    region_id=REGION,
+                    type="RunShellScript",
+                    command_content="echo ok",
+                    instance_id=ids[i : i + BATCH],
+                )
             ).body.invoke_id
             for i in range(0, n, BATCH)
         ]
@@ -116,9 +135,16 @@ def main() -> None:
         for _ in range(3):
             token = None
             while True:
-                page = _timed(describe_ms, lambda t=token: client.describe_instances(
-                    ecs.DescribeInstancesRequest(region_id=REGION, max_results=100, next_token=t)
-                ).body)
+                page = _timed(
+                    describe_ms,
+                    lambda t=token: (
+                        client.describe_instances(
+                            ecs.DescribeInstancesRequest(
+                                region_id=REGION, max_results=100, next_token=t
+                            )
+                        ).body
+                    ),
+                )
                 token = page.next_token
                 if not token:
                     break
@@ -126,9 +152,16 @@ def main() -> None:
         for invoke_id in invocations:
             token = None
             while True:
-                body = _timed(describe_ms, lambda t=token, i=invoke_id: (
-                    client.describe_invocation_results(ecs.DescribeInvocationResultsRequest(
-                        region_id=REGION, invoke_id=i, max_results=50, next_token=t)).body))
+                body = _timed(
+                    describe_ms,
+                    lambda t=token, i=invoke_id: (
+                        client.describe_invocation_results(
+                            ecs.DescribeInvocationResultsRequest(
+                                region_id=REGION, invoke_id=i, max_results=50, next_token=t
+                            )
+                        ).body
+                    ),
+                )
                 results = body.invocation.invocation_results.invocation_result
                 success += sum(r.invocation_status == "Success" for r in results)
                 token = body.invocation.next_token
@@ -136,13 +169,19 @@ def main() -> None:
                     break
         calls = httpx.get(f"{url}/_alisim/calls").json()
         print(f"instances: {n} (zero boot time), command: 'echo ok', 2 cores")
-        print(f"launch to all FirstHeartbeat events: {t_launch:.2f} s "
-              f"({n // BATCH} RunInstances calls)")
-        print(f"RunCommand batch to all TaskCompleted events: {t_run:.2f} s "
-              f"({len(invocations)} RunCommand calls, {success}/{n} Success)")
+        print(
+            f"launch to all FirstHeartbeat events: {t_launch:.2f} s "
+            f"({n // BATCH} RunInstances calls)"
+        )
+        print(
+            f"RunCommand batch to all TaskCompleted events: {t_run:.2f} s "
+            f"({len(invocations)} RunCommand calls, {success}/{n} Success)"
+        )
         print(f"wall time, launch + run: {t_launch + t_run:.2f} s")
-        print(f"Describe latency over {len(describe_ms)} calls: p50 "
-              f"{_pct(describe_ms, 50):.1f} ms, p99 {_pct(describe_ms, 99):.1f} ms")
+        print(
+            f"Describe latency over {len(describe_ms)} calls: p50 "
+            f"{_pct(describe_ms, 50):.1f} ms, p99 {_pct(describe_ms, 99):.1f} ms"
+        )
         print(f"alisim peak memory (VmHWM): {_peak_rss_mib(proc.pid):.0f} MiB")
         print(f"API calls counted by alisim: {calls['total']}")
     finally:
