@@ -40,6 +40,7 @@ def create_app(cloud: Cloud) -> Starlette:
 
     # Importing the service modules registers their actions.
     import alisim.ecs.actions  # noqa: F401
+    from alisim.eventbridge import actions as _eventbridge_actions  # noqa: F401
 
     app = Starlette(
         routes=[Route("/{path:path}", entry, methods=_METHODS)],

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from alisim.config import Settings
 from alisim.credentials import CredentialStore, NonceCache
+from alisim.eventbridge.service import EventBridgeService
 from alisim.events.log import EventLog
 from alisim.faults import Faults
 from alisim.openapi.idempotency import IdempotencyCache
@@ -34,6 +35,9 @@ class Cloud:
         self.idempotency = IdempotencyCache()
         self.instances = InstanceService(self)
         self.assistant = CloudAssistant(self)
+        self.eventbridge = EventBridgeService(self)
+        # Subscribed once: the listener follows `self.eventbridge` across resets.
+        self.events.subscribe(lambda event: self.eventbridge.on_event(event))
 
     def count_call(self, product: str, action: str) -> None:
         self.calls[(product, action)] += 1
@@ -48,6 +52,8 @@ class Cloud:
         """Forget every resource, event, count and fault; keep settings and access keys."""
         await self.assistant.shutdown()
         await self.instances.shutdown()
+        await self.eventbridge.shutdown()
+        self.eventbridge.deliveries.clear_dead_letters()
         from alisim.ecs.assistant import CloudAssistant
         from alisim.ecs.instances import InstanceService
 
@@ -58,9 +64,11 @@ class Cloud:
         self.idempotency = IdempotencyCache()
         self.instances = InstanceService(self)
         self.assistant = CloudAssistant(self)
+        self.eventbridge = EventBridgeService(self)
 
     async def shutdown(self) -> None:
         await self.assistant.shutdown()
         await self.instances.shutdown()
+        await self.eventbridge.shutdown()
         if self._tmp is not None:
             self._tmp.cleanup()

@@ -1,4 +1,5 @@
-"""Developer endpoints under `/_alisim/`: health, call counts, events, settings, faults, reset.
+"""Developer endpoints under `/_alisim/`: health, call counts, events, settings, faults, reset,
+and (from `alisim.eventbridge.devroutes`) deliveries, dead letters, CloudMonitor subscriptions.
 
 JSON in and out. Unknown paths and bad bodies get a JSON error, never a 500.
 """
@@ -13,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from alisim.config import Settings
+from alisim.eventbridge import devroutes as eventbridge_routes
 from alisim.faults import FaultPlan
 
 if TYPE_CHECKING:
@@ -134,6 +136,7 @@ _ROUTES = {
     "calls": _calls,
     "reset": _reset,
     "sts": _sts,
+    **eventbridge_routes.ROUTES,
 }
 
 

@@ -54,9 +54,7 @@ def mask_url(url: str) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, "***" if "token" in k.lower() else v) for k, v in pairs], safe="*"
-        )
+        query = urlencode([(k, "***" if "token" in k.lower() else v) for k, v in pairs], safe="*")
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 

@@ -134,7 +134,7 @@ class Rule:
     name: str
     pattern: EventPattern
     pattern_text: str
-    status: Literal["ENABLE", "DISABLE"] = "ENABLE"
+    status: str = "ENABLE"
     description: str = ""
     created_ms: int = field(default_factory=now_ms)
     targets: dict[str, Target] = field(default_factory=dict)

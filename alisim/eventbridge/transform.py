@@ -8,13 +8,13 @@ JSON, null as `null`; a variable that is missing or finds nothing leaves its pla
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-Form = Literal["ORIGINAL", "JSONPATH", "TEMPLATE", "CONSTANT"]
-FORMS: tuple[str, ...] = ("ORIGINAL", "JSONPATH", "TEMPLATE", "CONSTANT")
+FORMS = ("ORIGINAL", "JSONPATH", "TEMPLATE", "CONSTANT")
 
 _STEP = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]|\['([^']*)'\]|\[\"([^\"]*)\"\]")
 _PLACEHOLDER = re.compile(r"\$\{([^{}]+)\}")
@@ -31,6 +31,7 @@ class JsonPath:
     steps: tuple[str | int, ...]
 
     @classmethod
+    @functools.lru_cache(maxsize=1024)
     def parse(cls, text: str) -> JsonPath:
         if not text.startswith("$"):
             raise TransformError(f"the JSONPath {text!r} must start with '$'")
@@ -69,7 +70,7 @@ def _as_text(value: Any) -> str:
 
 @dataclass(frozen=True)
 class BodyTransform:
-    form: Form
+    form: str
     value: str | None = None
     template: str | None = None
 
@@ -86,7 +87,7 @@ class BodyTransform:
                 raise TransformError("a TEMPLATE Body needs a Template")
         elif form == "CONSTANT" and value is None:
             raise TransformError("a CONSTANT Body needs a Value")
-        return cls(form, value, template)  # type: ignore[arg-type]
+        return cls(form, value, template)
 
     def render(self, event: dict[str, Any]) -> str:
         if self.form == "ORIGINAL":

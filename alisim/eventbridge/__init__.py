@@ -1,0 +1,1 @@
+"""EventBridge (rules, patterns, HTTP targets) and CloudMonitor-style pushes for alisim."""
