@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from alisim.config import Settings
 from alisim.eventbridge import devroutes as eventbridge_routes
+from alisim.events import documents
 from alisim.faults import FaultPlan
 
 if TYPE_CHECKING:
@@ -53,10 +54,45 @@ async def _settings(cloud: Cloud, request: Request) -> Response:
         updated = _validate(Settings, merged)
         for name in Settings.model_fields:
             setattr(cloud.settings, name, getattr(updated, name))
+        cloud.nonces.window_seconds = cloud.settings.signature_window_seconds
     return JSONResponse(cloud.settings.model_dump())
 
 
+class InjectedEvent(BaseModel):
+    """An event to publish as if a cloud service had emitted it (EventBridge PutEvents-like)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    subject: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+async def _publish(cloud: Cloud, request: Request) -> None:
+    body = await _json_body(request)
+    items = body if isinstance(body, list) else [body]
+    if len(items) > 10_000:
+        raise _BadRequest("at most 10,000 events per request")
+    events = [_validate(InjectedEvent, item) for item in items]
+    for event in events:
+        extra = event.model_extra or {}
+        document = documents.cloud_event(
+            type=event.type,
+            source=event.source,
+            region=cloud.settings.region,
+            account_id=cloud.settings.account_id,
+            subject=event.subject,
+            data=event.data,
+        )
+        document.update({k: v for k, v in extra.items() if k in ("id", "time")})
+        cloud.events.publish(document)
+
+
 async def _events(cloud: Cloud, request: Request) -> Response:
+    if request.method == "POST":
+        before = cloud.events.last_seq
+        await _publish(cloud, request)
+        return JSONResponse({"published": cloud.events.last_seq - before}, status_code=201)
     q = request.query_params
     try:
         after = int(q.get("after", "0"))

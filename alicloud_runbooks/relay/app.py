@@ -11,6 +11,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import statistics
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -63,6 +66,7 @@ class Relay:
         self.sink = sink or PrefectSink(settings)
         self.accepted = 0
         self.rejected = 0
+        self.latencies_ms: deque[float] = deque(maxlen=10_000)
 
     def _authenticate(self, request: Request) -> None:
         supplied = request.query_params.get("token")
@@ -106,6 +110,7 @@ class Relay:
     async def _ingest(
         self, request: Request, mapper: Callable[[dict[str, Any], datetime], dict[str, Any]]
     ) -> Response:
+        started = time.perf_counter()
         self._authenticate(request)
         parsed = await self._body(request)
         items = parsed if isinstance(parsed, list) else [parsed]
@@ -129,6 +134,7 @@ class Relay:
         except PrefectUnavailable as exc:
             raise Rejected(503, str(exc)) from None
         self.accepted += len(events)
+        self.latencies_ms.append((time.perf_counter() - started) * 1000)
         for event in events:
             log.info(
                 "accepted %s %s (source id %s)",
@@ -172,12 +178,18 @@ class Relay:
 
     async def healthz(self, request: Request) -> Response:
         prefect_ok = await self.sink.healthy()
+        latency = {}
+        if len(self.latencies_ms) >= 2:
+            cuts = statistics.quantiles(self.latencies_ms, n=100, method="inclusive")
+            latency = {"p50_ms": round(cuts[49], 2), "p99_ms": round(cuts[98], 2)}
         return JSONResponse(
             {
                 "status": "ok" if prefect_ok else "degraded",
                 "prefect": prefect_ok,
                 "accepted": self.accepted,
                 "rejected": self.rejected,
+                "prefect_writes": self.sink.writes,
+                "latency": latency,
             },
             status_code=200 if prefect_ok else 503,
         )
