@@ -57,7 +57,7 @@ class Settings(BaseModel):
         description="Per-attempt timeout of an EventBridge/CloudMonitor push (real seconds).",
     )
     delivery_concurrency: int = Field(
-        default=64, ge=1, description="Pushes in flight at once across all targets."
+        default=32, ge=1, description="Pushes in flight at once across all targets."
     )
     delivery_log_limit: int = Field(default=100_000, ge=100)
     dead_letter_path: str | None = Field(

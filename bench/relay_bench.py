@@ -1,10 +1,11 @@
 """Events per second from alisim's EventBridge through the relay into Prefect (SQLite).
 
-Three processes, as in production: alisim (`runbooks sim`), the relay (`runbooks relay`) and
-`prefect server start`. The rules come from `runbooks subscribe`. For each offered rate, TaskCompleted
-events are published into alisim's bus for a fixed time; then the bench waits for every push
-to settle and counts what Prefect stored. Prints, per rate: offered and achieved events/s,
-events stored / published (loss), alisim retries, and the relay's own latency p50/p99.
+Three processes, as in production: alisim (`runbooks sim`), the relay (`runbooks relay`)
+and `prefect server start`. The rules come from `runbooks subscribe`. For each offered rate,
+TaskCompleted events are published into alisim's bus for a fixed time; then the bench
+waits for every push to settle and counts what Prefect stored. Prints, per rate: offered and
+achieved events/s, events stored / published (loss), alisim retries, and the relay's own
+latency p50/p99.
 Usage: python -m bench.relay_bench [--rates 200,500,700,1000] [--seconds 10]
 """
 
@@ -90,7 +91,7 @@ def run_rate(sim: str, relay: str, api_url: str, rate: int, seconds: float) -> d
     published = 0
     started = time.monotonic()
     with httpx.Client(timeout=30) as http:
-        while (elapsed := time.monotonic() - started) < seconds:
+        while time.monotonic() - started < seconds:
             batch = [_event(run, published + i) for i in range(per_tick)]
             http.post(f"{sim}/_alisim/events", json=batch).raise_for_status()
             published += len(batch)
