@@ -5,10 +5,12 @@ from __future__ import annotations
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from alisim.config import Settings
 from alisim.credentials import CredentialStore, NonceCache
 from alisim.eventbridge.service import EventBridgeService
+from alisim.events import documents
 from alisim.events.log import EventLog
 from alisim.faults import Faults
 from alisim.openapi.idempotency import IdempotencyCache
@@ -38,6 +40,20 @@ class Cloud:
         self.eventbridge = EventBridgeService(self)
         # Subscribed once: the listener follows `self.eventbridge` across resets.
         self.events.subscribe(lambda event: self.eventbridge.on_event(event))
+
+    def publish_ecs_event(self, type: str, instance_id: str, data: dict[str, Any]) -> None:
+        """Publish an `acs.ecs` CloudEvent about one instance, as EventBridge carries it."""
+        settings = self.settings
+        self.events.publish(
+            documents.cloud_event(
+                type=type,
+                source="acs.ecs",
+                region=settings.region,
+                account_id=settings.account_id,
+                subject=documents.instance_arn(settings.region, settings.account_id, instance_id),
+                data=data,
+            )
+        )
 
     def count_call(self, product: str, action: str) -> None:
         self.calls[(product, action)] += 1

@@ -8,6 +8,7 @@ import fnmatch
 import json
 import re
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from alisim import ids
@@ -227,37 +228,31 @@ def _batch_result(instances: list[Instance], previous: list[str]) -> dict[str, A
     }
 
 
-@action(ECS, "StartInstances")
-async def start_instances(cloud: Cloud, params: Params) -> dict[str, Any]:
+def _transition(cloud: Cloud, params: Params, apply: Callable[[Instance], None]) -> dict[str, Any]:
     _check_region(cloud, params)
     instances = _instances_of(cloud, params)
     _dry_run(params)
     previous = [str(i.status) for i in instances]
     for instance in instances:
-        cloud.instances.start(instance)
+        apply(instance)
     return _batch_result(instances, previous)
+
+
+@action(ECS, "StartInstances")
+async def start_instances(cloud: Cloud, params: Params) -> dict[str, Any]:
+    return _transition(cloud, params, cloud.instances.start)
 
 
 @action(ECS, "StopInstances")
 async def stop_instances(cloud: Cloud, params: Params) -> dict[str, Any]:
-    _check_region(cloud, params)
-    instances = _instances_of(cloud, params)
-    _dry_run(params)
-    previous = [str(i.status) for i in instances]
-    for instance in instances:
-        cloud.instances.stop(instance, params.bool("ForceStop"))
-    return _batch_result(instances, previous)
+    force = params.bool("ForceStop")
+    return _transition(cloud, params, lambda i: cloud.instances.stop(i, force))
 
 
 @action(ECS, "RebootInstances")
 async def reboot_instances(cloud: Cloud, params: Params) -> dict[str, Any]:
-    _check_region(cloud, params)
-    instances = _instances_of(cloud, params)
-    _dry_run(params)
-    previous = [str(i.status) for i in instances]
-    for instance in instances:
-        cloud.instances.reboot(instance, params.bool("ForceReboot"))
-    return _batch_result(instances, previous)
+    force = params.bool("ForceReboot")
+    return _transition(cloud, params, lambda i: cloud.instances.reboot(i, force))
 
 
 @action(ECS, "DeleteInstances")

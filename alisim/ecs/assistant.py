@@ -414,10 +414,6 @@ class CloudAssistant:
             ii.oss_status = "InProgress"
         self._publish_task_completed(invocation, ii)
 
-    def _instance_subject(self, instance_id: str) -> str:
-        settings = self.cloud.settings
-        return documents.instance_arn(settings.region, settings.account_id, instance_id)
-
     def _publish_task_completed(self, invocation: Invocation, ii: InvokeInstance) -> None:
         settings = self.cloud.settings
         data = {
@@ -436,16 +432,7 @@ class CloudAssistant:
             "errorCode": ii.error_code or "0",
             "errorDesc": ii.error_info,
         }
-        self.cloud.events.publish(
-            documents.cloud_event(
-                type=documents.TASK_COMPLETED,
-                source="acs.ecs",
-                region=settings.region,
-                account_id=settings.account_id,
-                subject=self._instance_subject(ii.instance_id),
-                data=data,
-            )
-        )
+        self.cloud.publish_ecs_event(documents.TASK_COMPLETED, ii.instance_id, data)
 
     async def _deliver_output(self, invocation: Invocation, ii: InvokeInstance) -> None:
         if not invocation.oss_output_delivery:
@@ -501,16 +488,7 @@ class CloudAssistant:
             data["statusCode"] = ii.oss_status_code
             data["errorCode"] = ii.oss_error_code
             data["errorInfo"] = ii.oss_error_info
-        self.cloud.events.publish(
-            documents.cloud_event(
-                type=settings.output_delivery_event_type,
-                source="acs.ecs",
-                region=settings.region,
-                account_id=settings.account_id,
-                subject=self._instance_subject(ii.instance_id),
-                data=data,
-            )
-        )
+        self.cloud.publish_ecs_event(settings.output_delivery_event_type, ii.instance_id, data)
 
     async def shutdown(self) -> None:
         tasks = [

@@ -114,22 +114,14 @@ class InstanceService:
         self._publish_state(instance)
 
     def _publish_state(self, instance: Instance, state: str | None = None) -> None:
-        settings = self.cloud.settings
-        self.cloud.events.publish(
-            documents.cloud_event(
-                type=documents.INSTANCE_STATE_CHANGE,
-                source="acs.ecs",
-                region=instance.region,
-                account_id=settings.account_id,
-                subject=documents.instance_arn(
-                    instance.region, settings.account_id, instance.instance_id
-                ),
-                data={
-                    "resourceId": instance.instance_id,
-                    "resourceType": "ALIYUN::ECS::Instance",
-                    "state": state or str(instance.status),
-                },
-            )
+        self.cloud.publish_ecs_event(
+            documents.INSTANCE_STATE_CHANGE,
+            instance.instance_id,
+            {
+                "resourceId": instance.instance_id,
+                "resourceType": "ALIYUN::ECS::Instance",
+                "state": state or str(instance.status),
+            },
         )
 
     async def _boot(self, instance: Instance, *, from_pending: bool) -> None:
@@ -150,26 +142,18 @@ class InstanceService:
         self.cloud.assistant.agent_online(instance)
         if not agent.sends_first_heartbeat(instance.os_type, instance.agent_version):
             return
-        settings = self.cloud.settings
-        self.cloud.events.publish(
-            documents.cloud_event(
-                type=documents.FIRST_HEARTBEAT,
-                source="acs.ecs",
-                region=instance.region,
-                account_id=settings.account_id,
-                subject=documents.instance_arn(
-                    instance.region, settings.account_id, instance.instance_id
-                ),
-                data={
-                    "bizEventId": ids.event_id(),
-                    "vmName": instance.instance_id,
-                    "extensions": "-",
-                    "azone": instance.zone,
-                    "region": instance.region,
-                    "agentVersion": instance.agent_version,
-                    "uptime": int((now - (instance.started_at or now)) * 1000),
-                },
-            )
+        self.cloud.publish_ecs_event(
+            documents.FIRST_HEARTBEAT,
+            instance.instance_id,
+            {
+                "bizEventId": ids.event_id(),
+                "vmName": instance.instance_id,
+                "extensions": "-",
+                "azone": instance.zone,
+                "region": instance.region,
+                "agentVersion": instance.agent_version,
+                "uptime": int((now - (instance.started_at or now)) * 1000),
+            },
         )
 
     def _begin_stop(self, instance: Instance) -> None:
