@@ -5,17 +5,15 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 from alibabacloud_ecs20140526 import models as ecs_models
 from alibabacloud_ecs20140526.client import Client as EcsClient
 from alibabacloud_tea_openapi import exceptions as sdk_errors
-from alibabacloud_tea_openapi.utils_models import Config
 
 from alisim.server import AlisimServer
+from tests.helpers import events, make_client, patch_settings, wait_until
 
 REGION = "cn-hangzhou"
 LINUX_IMAGE = "aliyun_3_x64_20G_alibase_20240819.vhd"
@@ -27,44 +25,6 @@ INLINE_LIMIT = 24 * 1024
 
 
 # ---------------------------------------------------------------- helpers
-def make_client(sim: AlisimServer, access_key: tuple[str, str], mode: str = "acs3") -> EcsClient:
-    config = Config(
-        access_key_id=access_key[0],
-        access_key_secret=access_key[1],
-        endpoint=sim.endpoint,
-        protocol="http",
-        region_id=REGION,
-    )
-    if mode == "v2":
-        config.signature_algorithm = "v2"
-    return EcsClient(config)
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll `predicate` until it returns something truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
-        time.sleep(interval)
-
-
-def events(sim: AlisimServer, type: str, contains: str | None = None) -> list[dict[str, Any]]:
-    query: dict[str, str] = {"type": type}
-    if contains:
-        query["contains"] = contains
-    response = httpx.get(f"{sim.url}/_alisim/events", params=query)
-    response.raise_for_status()
-    return response.json()["events"]
-
-
-def patch_settings(sim: AlisimServer, **changes: Any) -> None:
-    httpx.patch(f"{sim.url}/_alisim/settings", json=changes).raise_for_status()
-
-
 def booted_instances(
     client: EcsClient, sim: AlisimServer, amount: int = 1, image_id: str = LINUX_IMAGE
 ) -> list[str]:

@@ -18,12 +18,13 @@ from alibabacloud_ecs20140526 import models as ecs_models
 from alibabacloud_ecs20140526.client import Client as EcsClient
 from alibabacloud_tea_openapi import exceptions as sdk_errors
 from alibabacloud_tea_openapi.utils import Utils
-from alibabacloud_tea_openapi.utils_models import Config, OpenApiRequest, Params
+from alibabacloud_tea_openapi.utils_models import OpenApiRequest, Params
 from darabonba.policy.retry import RetryOptions
 from darabonba.request import DaraRequest
 from darabonba.runtime import RuntimeOptions
 
 from alisim.server import AlisimServer
+from tests.helpers import make_client
 
 REGION = "cn-hangzhou"
 ECS_VERSION = "2014-05-26"
@@ -32,30 +33,6 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 # ---------------------------------------------------------------- helpers
-def make_client(
-    sim: AlisimServer,
-    access_key: tuple[str, str],
-    mode: str = "acs3",
-    *,
-    security_token: str | None = None,
-    retry_options: RetryOptions | None = None,
-) -> EcsClient:
-    config = Config(
-        access_key_id=access_key[0],
-        access_key_secret=access_key[1],
-        endpoint=sim.endpoint,
-        protocol="http",
-        region_id=REGION,
-    )
-    if security_token is not None:
-        config.security_token = security_token
-    if mode == "v2":
-        config.signature_algorithm = "v2"
-    if retry_options is not None:
-        config.retry_options = retry_options
-    return EcsClient(config)
-
-
 def describe_instances(client: EcsClient) -> Any:
     return client.describe_instances(ecs_models.DescribeInstancesRequest(region_id=REGION)).body
 
