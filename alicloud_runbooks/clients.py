@@ -7,6 +7,7 @@ server errors with back-off, honouring the server's `x-acs-retry-after`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Required, TypedDict, Unpack
 
 import oss2
 from alibabacloud_ecs20140526.client import Client as EcsClient
@@ -38,21 +39,25 @@ def retry_options(max_attempts: int = 5) -> RetryOptions:
     return RetryOptions({"retryable": True, "retryCondition": [condition]})
 
 
-def openapi_config(
-    *,
-    access_key_id: str,
-    access_key_secret: str,
-    region: str,
-    endpoint: Endpoint,
-    security_token: str | None = None,
-    default_host: str,
-) -> Config:
+class Access(TypedDict, total=False):
+    """Where and as whom an OpenAPI client calls: the keyword arguments of the factories."""
+
+    access_key_id: Required[str]
+    access_key_secret: Required[str]
+    region: Required[str]
+    endpoint: Required[Endpoint]
+    security_token: str | None
+
+
+def openapi_config(product: str, **access: Unpack[Access]) -> Config:
+    region = access["region"]
+    endpoint = access["endpoint"]
     config = Config(
-        access_key_id=access_key_id,
-        access_key_secret=access_key_secret,
-        security_token=security_token,
+        access_key_id=access["access_key_id"],
+        access_key_secret=access["access_key_secret"],
+        security_token=access.get("security_token"),
         region_id=region,
-        endpoint=endpoint.openapi or default_host,
+        endpoint=endpoint.openapi or f"{product}.{region}.aliyuncs.com",
         protocol=endpoint.protocol,
         read_timeout=30_000,
         connect_timeout=5_000,
@@ -61,24 +66,12 @@ def openapi_config(
     return config
 
 
-def ecs_client(
-    *,
-    access_key_id: str,
-    access_key_secret: str,
-    region: str,
-    endpoint: Endpoint,
-    security_token: str | None = None,
-) -> EcsClient:
-    return EcsClient(
-        openapi_config(
-            access_key_id=access_key_id,
-            access_key_secret=access_key_secret,
-            region=region,
-            endpoint=endpoint,
-            security_token=security_token,
-            default_host=f"ecs.{region}.aliyuncs.com",
-        )
-    )
+def ecs_client(**access: Unpack[Access]) -> EcsClient:
+    return EcsClient(openapi_config("ecs", **access))
+
+
+def eventbridge_client(**access: Unpack[Access]) -> EventBridgeClient:
+    return EventBridgeClient(openapi_config("eventbridge", **access))
 
 
 def oss_bucket(
@@ -98,23 +91,3 @@ def oss_bucket(
         auth = oss2.AuthV4(access_key_id, access_key_secret)
     host = endpoint.oss or f"oss-{region}.aliyuncs.com"
     return oss2.Bucket(auth, f"{endpoint.protocol}://{host}", bucket, region=region)
-
-
-def eventbridge_client(
-    *,
-    access_key_id: str,
-    access_key_secret: str,
-    region: str,
-    endpoint: Endpoint,
-    security_token: str | None = None,
-) -> EventBridgeClient:
-    return EventBridgeClient(
-        openapi_config(
-            access_key_id=access_key_id,
-            access_key_secret=access_key_secret,
-            region=region,
-            endpoint=endpoint,
-            security_token=security_token,
-            default_host=f"eventbridge.{region}.aliyuncs.com",
-        )
-    )
