@@ -6,7 +6,6 @@ JSON in and out. Unknown paths and bad bodies get a JSON error, never a 500.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,13 +28,10 @@ class _BadRequest(Exception):
 
 
 async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    if not raw:
-        return {}
     try:
-        return json.loads(raw)
-    except ValueError:
-        raise _BadRequest("the body is not valid JSON") from None
+        return await eventbridge_routes.read_json(request)
+    except ValueError as exc:
+        raise _BadRequest(str(exc)) from None
 
 
 def _validate(model: type[BaseModel], data: Any) -> BaseModel:

@@ -53,3 +53,18 @@ def prefect_server() -> Iterator[object]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(params=["acs3", "v2"])
+def ecs(sim: AlisimServer, access_key: tuple[str, str], request: pytest.FixtureRequest):
+    """An ECS client in each signature mode (ACS3-HMAC-SHA256 and the RPC HMAC-SHA1)."""
+    from tests.helpers import make_client
+
+    return make_client(sim, access_key, request.param)
+
+
+@pytest.fixture
+def client(sim: AlisimServer, access_key: tuple[str, str]):
+    from tests.helpers import make_client
+
+    return make_client(sim, access_key)

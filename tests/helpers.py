@@ -8,8 +8,10 @@ from typing import Any
 
 import httpx
 from alibabacloud_ecs20140526.client import Client as EcsClient
-from alibabacloud_tea_openapi.utils_models import Config
+from alibabacloud_tea_openapi.client import Client as OpenApiClient
+from alibabacloud_tea_openapi.utils_models import Config, OpenApiRequest, Params
 from darabonba.policy.retry import RetryOptions
+from darabonba.runtime import RuntimeOptions
 
 from alisim.server import AlisimServer
 
@@ -64,3 +66,21 @@ def events(sim: AlisimServer, type: str, contains: str | None = None) -> list[di
 
 def patch_settings(sim: AlisimServer, **changes: Any) -> None:
     httpx.patch(f"{sim.url}/_alisim/settings", json=changes).raise_for_status()
+
+
+def call_action(
+    client: OpenApiClient, action: str, version: str, query: dict[str, str]
+) -> dict[str, Any]:
+    """Call any action with hand-made (possibly malformed) parameters, signed by the SDK."""
+    params = Params(
+        action=action,
+        version=version,
+        protocol="HTTPS",
+        pathname="/",
+        method="POST",
+        auth_type="AK",
+        style="RPC",
+        req_body_type="formData",
+        body_type="json",
+    )
+    return client.call_api(params, OpenApiRequest(query=query), RuntimeOptions())

@@ -13,7 +13,7 @@ from alibabacloud_ecs20140526.client import Client as EcsClient
 from alibabacloud_tea_openapi import exceptions as sdk_errors
 
 from alisim.server import AlisimServer
-from tests.helpers import events, make_client, patch_settings, wait_until
+from tests.helpers import events, patch_settings, wait_until
 
 REGION = "cn-hangzhou"
 LINUX_IMAGE = "aliyun_3_x64_20G_alibase_20240819.vhd"
@@ -105,19 +105,6 @@ def stop_instances(client: EcsClient, ids: list[str]) -> None:
         return {i.status for i in body.instances.instance} == {"Stopped"}
 
     wait_until(stopped)
-
-
-@pytest.fixture(params=["acs3", "v2"])
-def ecs(
-    sim: AlisimServer, access_key: tuple[str, str], request: pytest.FixtureRequest
-) -> EcsClient:
-    """An ECS client in each signature mode (ACS3-HMAC-SHA256 and the RPC HMAC-SHA1)."""
-    return make_client(sim, access_key, request.param)
-
-
-@pytest.fixture
-def client(sim: AlisimServer, access_key: tuple[str, str]) -> EcsClient:
-    return make_client(sim, access_key)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from alibabacloud_ecs20140526.client import Client as EcsClient
 from alibabacloud_tea_openapi import exceptions as sdk_errors
 
 from alisim.server import AlisimServer
-from tests.helpers import events, make_client, patch_settings, wait_until
+from tests.helpers import events, patch_settings, wait_until
 
 REGION = "cn-hangzhou"
 LINUX_IMAGE = "aliyun_3_x64_20G_alibase_20240819.vhd"
@@ -50,19 +50,6 @@ def state_sequence(sim: AlisimServer, instance_id: str) -> list[str]:
         for e in events(sim, "ecs:Instance:StateChange", instance_id)
         if e["data"]["resourceId"] == instance_id
     ]
-
-
-@pytest.fixture(params=["acs3", "v2"])
-def ecs(
-    sim: AlisimServer, access_key: tuple[str, str], request: pytest.FixtureRequest
-) -> EcsClient:
-    """An ECS client in each signature mode (ACS3-HMAC-SHA256 and the RPC HMAC-SHA1)."""
-    return make_client(sim, access_key, request.param)
-
-
-@pytest.fixture
-def client(sim: AlisimServer, access_key: tuple[str, str]) -> EcsClient:
-    return make_client(sim, access_key)
 
 
 # ---------------------------------------------------------------- RunInstances

@@ -23,9 +23,7 @@ from alibabacloud_ecs20140526.client import Client as EcsClient
 from alibabacloud_eventbridge20200401 import models as eb
 from alibabacloud_eventbridge20200401.client import Client as EventBridgeClient
 from alibabacloud_tea_openapi import exceptions as sdk_errors
-from alibabacloud_tea_openapi import utils_models as openapi_models
 from alibabacloud_tea_openapi.utils_models import Config
-from darabonba.runtime import RuntimeOptions
 
 from alisim.config import DEFAULT_ACCOUNT_ID
 from alisim.eventbridge.cloudmonitor import event_time
@@ -33,6 +31,7 @@ from alisim.eventbridge.delivery import mask_url
 from alisim.eventbridge.models import retry_delays
 from alisim.eventbridge.transform import BodyTransform, TransformError
 from alisim.server import AlisimServer, free_port
+from tests.helpers import call_action
 
 REGION = "cn-hangzhou"
 LINUX_IMAGE = "aliyun_3_x64_20G_alibase_20240819.vhd"
@@ -271,20 +270,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
 
 
 def raw_call(bridge: EventBridgeClient, action: str, query: dict[str, str]) -> dict[str, Any]:
-    """Call an action with hand-made (possibly malformed) parameters, signed by the SDK."""
-    params = openapi_models.Params(
-        action=action,
-        version="2020-04-01",
-        protocol="HTTPS",
-        pathname="/",
-        method="POST",
-        auth_type="AK",
-        style="RPC",
-        req_body_type="formData",
-        body_type="json",
-    )
-    request = openapi_models.OpenApiRequest(query=query)
-    return bridge.call_api(params, request, RuntimeOptions())
+    return call_action(bridge, action, "2020-04-01", query)
 
 
 # ---------------------------------------------------------------- the OpenAPI

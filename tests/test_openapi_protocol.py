@@ -18,13 +18,11 @@ from alibabacloud_ecs20140526 import models as ecs_models
 from alibabacloud_ecs20140526.client import Client as EcsClient
 from alibabacloud_tea_openapi import exceptions as sdk_errors
 from alibabacloud_tea_openapi.utils import Utils
-from alibabacloud_tea_openapi.utils_models import OpenApiRequest, Params
 from darabonba.policy.retry import RetryOptions
 from darabonba.request import DaraRequest
-from darabonba.runtime import RuntimeOptions
 
 from alisim.server import AlisimServer
-from tests.helpers import make_client
+from tests.helpers import call_action, make_client
 
 REGION = "cn-hangzhou"
 ECS_VERSION = "2014-05-26"
@@ -310,36 +308,21 @@ def test_rpc_bad_timestamp_format(sim: AlisimServer, access_key: tuple[str, str]
 
 
 # ---------------------------------------------------------------- actions and parameters
-def call_action(client: EcsClient, action: str, query: dict[str, str], version: str = ECS_VERSION):
-    params = Params(
-        action=action,
-        version=version,
-        protocol="HTTPS",
-        pathname="/",
-        method="POST",
-        auth_type="AK",
-        style="RPC",
-        req_body_type="formData",
-        body_type="json",
-    )
-    return client.call_api(params, OpenApiRequest(query=query), RuntimeOptions())
-
-
 def test_unknown_action(sim: AlisimServer, access_key: tuple[str, str], mode: str) -> None:
     client = make_client(sim, access_key, mode)
     with pytest.raises(sdk_errors.ClientException) as info:
-        call_action(client, "DescribeUnicorns", {"RegionId": REGION})
+        call_action(client, "DescribeUnicorns", ECS_VERSION, {"RegionId": REGION})
     assert info.value.code == "InvalidAction.NotFound"
     assert info.value.status_code == 404
     # The generic call path works for a known action.
-    body = call_action(client, "DescribeInstances", {"RegionId": REGION})["body"]
+    body = call_action(client, "DescribeInstances", ECS_VERSION, {"RegionId": REGION})["body"]
     assert body["TotalCount"] == 0
 
 
 def test_unknown_version(sim: AlisimServer, access_key: tuple[str, str], mode: str) -> None:
     client = make_client(sim, access_key, mode)
     with pytest.raises(sdk_errors.ClientException) as info:
-        call_action(client, "DescribeInstances", {"RegionId": REGION}, version="2099-01-01")
+        call_action(client, "DescribeInstances", "2099-01-01", {"RegionId": REGION})
     assert info.value.code == "InvalidVersion"
 
 

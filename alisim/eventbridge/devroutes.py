@@ -72,7 +72,8 @@ async def dead_letters(cloud: Cloud, request: Request) -> Response:
     )
 
 
-async def _body(request: Request) -> Any:
+async def read_json(request: Request) -> Any:
+    """The request's JSON body (`{}` when empty); ValueError when it is not JSON."""
     raw = await request.body()
     if not raw:
         return {}
@@ -86,7 +87,7 @@ async def subscriptions(cloud: Cloud, request: Request) -> Response:
     monitor = cloud.eventbridge.cloudmonitor
     if request.method == "POST":
         try:
-            wanted = SubscriptionRequest.model_validate(await _body(request))
+            wanted = SubscriptionRequest.model_validate(await read_json(request))
         except ValidationError as exc:
             return JSONResponse(
                 {"error": exc.errors(include_url=False, include_context=False)}, status_code=400
@@ -98,7 +99,7 @@ async def subscriptions(cloud: Cloud, request: Request) -> Response:
         subscription_id = request.query_params.get("id")
         if subscription_id is None:
             try:
-                body = await _body(request)
+                body = await read_json(request)
             except ValueError as exc:
                 return _error(str(exc))
             if isinstance(body, dict) and isinstance(body.get("id"), str):
