@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from typing import Required, TypedDict, Unpack
 
 import oss2
+from alibabacloud_credentials.client import Client as CredentialClient
 from alibabacloud_ecs20140526.client import Client as EcsClient
 from alibabacloud_eventbridge20200401.client import Client as EventBridgeClient
+from alibabacloud_ros20190910.client import Client as RosClient
 from alibabacloud_tea_openapi.models import Config
 from darabonba.policy.retry import RetryCondition, RetryOptions
 
@@ -40,22 +42,28 @@ def retry_options(max_attempts: int = 5) -> RetryOptions:
 
 
 class Access(TypedDict, total=False):
-    """Where and as whom an OpenAPI client calls: the keyword arguments of the factories."""
+    """Where and as whom an OpenAPI client calls: the keyword arguments of the factories.
 
-    access_key_id: Required[str]
-    access_key_secret: Required[str]
+    Either a key pair (and an STS token) or `credential`, a client of the
+    `alibabacloud-credentials` chain that refreshes role credentials itself.
+    """
+
+    access_key_id: str | None
+    access_key_secret: str | None
+    security_token: str | None
+    credential: CredentialClient | None
     region: Required[str]
     endpoint: Required[Endpoint]
-    security_token: str | None
 
 
 def openapi_config(product: str, **access: Unpack[Access]) -> Config:
     region = access["region"]
     endpoint = access["endpoint"]
     config = Config(
-        access_key_id=access["access_key_id"],
-        access_key_secret=access["access_key_secret"],
+        access_key_id=access.get("access_key_id"),
+        access_key_secret=access.get("access_key_secret"),
         security_token=access.get("security_token"),
+        credential=access.get("credential"),
         region_id=region,
         endpoint=endpoint.openapi or f"{product}.{region}.aliyuncs.com",
         protocol=endpoint.protocol,
@@ -74,17 +82,39 @@ def eventbridge_client(**access: Unpack[Access]) -> EventBridgeClient:
     return EventBridgeClient(openapi_config("eventbridge", **access))
 
 
+def ros_client(**access: Unpack[Access]) -> RosClient:
+    return RosClient(openapi_config("ros", **access))
+
+
+class ChainCredentialsProvider(oss2.credentials.CredentialsProvider):
+    """oss2 credentials from the `alibabacloud-credentials` chain, refreshed per request."""
+
+    def __init__(self, client: CredentialClient) -> None:
+        self._client = client
+
+    def get_credentials(self) -> oss2.credentials.Credentials:
+        found = self._client.get_credential()
+        return oss2.credentials.Credentials(
+            found.access_key_id, found.access_key_secret, found.security_token or ""
+        )
+
+
 def oss_bucket(
     *,
-    access_key_id: str,
-    access_key_secret: str,
     region: str,
     endpoint: Endpoint,
     bucket: str,
+    access_key_id: str | None = None,
+    access_key_secret: str | None = None,
     security_token: str | None = None,
+    credential: CredentialClient | None = None,
 ) -> oss2.Bucket:
-    if security_token:
-        auth: oss2.AuthBase = oss2.StsAuth(
+    if credential is not None:
+        auth: oss2.AuthBase = oss2.ProviderAuthV4(ChainCredentialsProvider(credential))
+    elif access_key_id is None or access_key_secret is None:
+        raise ValueError("oss_bucket needs a key pair or a credential client")
+    elif security_token:
+        auth = oss2.StsAuth(
             access_key_id, access_key_secret, security_token, auth_version=oss2.AUTH_VERSION_4
         )
     else:

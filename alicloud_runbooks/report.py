@@ -1,0 +1,137 @@
+"""What a runbook run did, per instance and per wait: the flow's return value, the table
+artifact and the markdown summary are all made from these models."""
+
+from __future__ import annotations
+
+import statistics
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from alicloud_runbooks.waiter import WaitResult
+
+OutputSource = Literal["oss", "inline", "inline-truncated", "none"]
+PREVIEW_CHARS = 120
+
+
+class InstanceReport(BaseModel):
+    instance_id: str
+    status: str = "NotRun"
+    exit_code: int | None = None
+    heartbeat_seconds: float | None = None
+    duration_seconds: float | None = None
+    invoke_id: str | None = None
+    oss_uri: str | None = None
+    output: str | None = None
+    output_source: OutputSource = "none"
+    settled_by: dict[str, Literal["event", "reconciliation"]] = Field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "Success" and self.exit_code in (0, None) and not self.error
+
+    @property
+    def preview(self) -> str:
+        text = (self.output or "").strip()
+        last = text.splitlines()[-1] if text else ""
+        preview = last if len(last) <= PREVIEW_CHARS else last[: PREVIEW_CHARS - 1] + "…"
+        if self.output_source == "inline-truncated":
+            preview += " [inline, truncated at 24 KB]"
+        return preview
+
+    def row(self) -> dict[str, object]:
+        return {
+            "instance": self.instance_id,
+            "heartbeat_s": self.heartbeat_seconds,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "duration_s": self.duration_seconds,
+            "oss_uri": self.oss_uri or "",
+            "output_preview": self.preview,
+            "settled_by": ", ".join(f"{k}: {v}" for k, v in self.settled_by.items()),
+            "error": self.error or "",
+        }
+
+
+class WaitSummary(BaseModel):
+    name: str
+    instances: int
+    by_event: int
+    by_reconciliation: int
+    unsettled: int
+    seconds: float
+    reaction_ms: list[float] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, result: WaitResult) -> WaitSummary:
+        reactions = [ms for s in result.settled.values() if (ms := s.reaction_ms) is not None]
+        return cls(
+            name=result.name,
+            instances=len(result.settled) + len(result.unsettled),
+            by_event=len(result.by("event")),
+            by_reconciliation=len(result.by("reconciliation")),
+            unsettled=len(result.unsettled),
+            seconds=(result.finished_at - result.started_at).total_seconds(),
+            reaction_ms=sorted(reactions),
+        )
+
+    def percentile(self, q: float) -> float | None:
+        if not self.reaction_ms:
+            return None
+        if len(self.reaction_ms) == 1:
+            return self.reaction_ms[0]
+        return statistics.quantiles(self.reaction_ms, n=100, method="inclusive")[int(q) - 1]
+
+
+class RunReport(BaseModel):
+    flow: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    command: str | None = None
+    invoke_ids: list[str] = Field(default_factory=list)
+    instances: list[InstanceReport] = Field(default_factory=list)
+    waits: list[WaitSummary] = Field(default_factory=list)
+    deleted: bool = False
+
+    @property
+    def failed(self) -> list[InstanceReport]:
+        return [i for i in self.instances if not i.succeeded]
+
+    def rows(self) -> list[dict[str, object]]:
+        return [i.row() for i in self.instances]
+
+    def markdown(self) -> str:
+        ok = len(self.instances) - len(self.failed)
+        lines = [
+            f"# {self.flow}: {ok} of {len(self.instances)} instances succeeded",
+            "",
+        ]
+        if self.command:
+            lines += [f"Command `{self.command}`, invocations {', '.join(self.invoke_ids)}.", ""]
+        lines += [
+            "| wait | instances | by event | by reconciliation | unsettled | seconds | "
+            "reaction p50 ms | p99 ms |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for w in self.waits:
+            p50, p99 = w.percentile(50), w.percentile(99)
+            lines.append(
+                f"| {w.name} | {w.instances} | {w.by_event} | {w.by_reconciliation} | "
+                f"{w.unsettled} | {w.seconds:.2f} | {_ms(p50)} | {_ms(p99)} |"
+            )
+        if self.failed:
+            lines += ["", "## Failed", ""]
+            lines += [
+                f"- `{i.instance_id}`: {i.status}"
+                + (f", exit code {i.exit_code}" if i.exit_code is not None else "")
+                + (f": {i.error}" if i.error else "")
+                for i in self.failed
+            ]
+        lines += ["", "Instances " + ("deleted." if self.deleted else "kept.")]
+        return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"

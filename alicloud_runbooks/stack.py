@@ -1,0 +1,115 @@
+"""The whole local stack on free ports: a Prefect server, alisim, the relay, and the EventBridge
+rules that connect them (the same code as `runbooks subscribe`). Used by `runbooks demo`,
+`runbooks up`, the end-to-end tests and the benchmarks."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import httpx
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from alicloud_runbooks.blocks import AlibabaCloudCredentials
+from alicloud_runbooks.relay.app import create_app
+from alicloud_runbooks.relay.settings import RelaySettings
+from alicloud_runbooks.servers import PrefectServer, ThreadedServer
+from alicloud_runbooks.subscribe import subscribe
+from alisim.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Settings
+from alisim.server import AlisimServer
+
+DEAD_LETTER_ARN = "acs:mns:cn-hangzhou::/queues/runbooks-relay-dlq"
+
+
+@dataclass
+class LocalStack:
+    """Start with `start()` (or `with`), stop with `stop()`: every server by its own handle."""
+
+    sim_settings: Settings = field(default_factory=Settings)
+    prefect: PrefectServer | None = None
+    sim: AlisimServer | None = None
+    relay: ThreadedServer | None = None
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    subscribed: list[str] = field(default_factory=list)
+    _own_prefect: bool = True
+
+    def start(self, prefect: PrefectServer | None = None) -> LocalStack:
+        try:
+            if prefect is None:
+                self.prefect = PrefectServer(
+                    extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"}
+                ).start()
+            else:
+                self.prefect, self._own_prefect = prefect, False
+            self.sim = AlisimServer(self.sim_settings).start()
+            self.relay = ThreadedServer(
+                create_app(RelaySettings(token=self.token, prefect_api_url=self.api_url))
+            ).start()
+            self.subscribe()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def subscribe(self) -> list[str]:
+        """Create or update the rules that push events to the relay (alisim resets drop them)."""
+        self.subscribed = subscribe(
+            self.credentials().eventbridge_client(),
+            target_url=self.relay_url,
+            token=self.token,
+            dead_letter_arn=DEAD_LETTER_ARN,
+        )
+        return self.subscribed
+
+    def stop(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
+        if self.sim is not None:
+            self.sim.stop()
+        if self.prefect is not None and self._own_prefect:
+            self.prefect.stop()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def api_url(self) -> str:
+        assert self.prefect is not None
+        return self.prefect.api_url
+
+    @property
+    def relay_url(self) -> str:
+        assert self.relay is not None
+        return f"{self.relay.url}/eventbridge"
+
+    @property
+    def sim_url(self) -> str:
+        assert self.sim is not None
+        return self.sim.url
+
+    def credentials(self) -> AlibabaCloudCredentials:
+        assert self.sim is not None
+        return AlibabaCloudCredentials(
+            access_key_id=DEFAULT_ACCESS_KEY_ID,
+            access_key_secret=DEFAULT_ACCESS_KEY_SECRET,
+            region_id=self.sim_settings.region,
+            openapi_endpoint=self.sim.endpoint,
+            oss_endpoint=self.sim.endpoint,
+            protocol="http",
+        )
+
+    @contextmanager
+    def prefect_client_settings(self) -> Iterator[None]:
+        """Flows run in this process talk to this stack's Prefect server."""
+        with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
+            yield
+
+    def api_calls(self) -> dict[str, int]:
+        response = httpx.get(f"{self.sim_url}/_alisim/calls")
+        response.raise_for_status()
+        return response.json()["calls"]

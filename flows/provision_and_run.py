@@ -1,0 +1,88 @@
+"""Launch instances, wait for their first heartbeats, run a command, collect the results and
+full outputs, then delete the instances: every wait an event, never a polling loop."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prefect import flow, get_run_logger
+
+from alicloud_runbooks.blocks import AlibabaCloudCredentials
+from alicloud_runbooks.events import names
+from alicloud_runbooks.report import InstanceReport, RunReport, WaitSummary
+from alicloud_runbooks.waiter import EventStream
+from flows.steps import FailurePolicy, finish, run_and_collect
+from tasks.instances import delete_instances, launch_instances
+from tasks.waits import wait_for_heartbeats
+
+DEFAULT_IMAGE = "aliyun_3_x64_20G_alibase_20240819.vhd"
+
+
+@flow(name="provision-and-run")
+async def provision_and_run(
+    count: int = 1,
+    script: str = 'echo "hello from $(hostname)"',
+    image_id: str = DEFAULT_IMAGE,
+    instance_type: str = "ecs.g7.large",
+    command_type: str = "RunShellScript",
+    parameters: dict[str, str] | None = None,
+    timeout: int = 60,
+    output_bucket: str | None = None,
+    output_prefix: str = "runbooks",
+    keep_instances: bool = False,
+    on_failure: FailurePolicy = "fail",
+    heartbeat_timeout: float = 300,
+    delivery_timeout: float = 60,
+    tags: dict[str, str] | None = None,
+    name: str = "provision-and-run",
+    credentials: AlibabaCloudCredentials | None = None,
+) -> RunReport:
+    """`count` instances, one command on all of them, outputs from OSS (`output_bucket`) or
+    inline. `on_failure="fail"` fails the run if any instance fails; `"continue"` reports."""
+    credentials = credentials or AlibabaCloudCredentials.from_environment()
+    report = RunReport(flow="provision-and-run", started_at=datetime.now(UTC))
+    # Subscribed before launching, so no heartbeat slips between the call and the wait.
+    async with EventStream([names.FIRST_HEARTBEAT], get_run_logger()) as heartbeat_events:
+        launched = launch_instances(
+            credentials, count, image_id, instance_type, name=name, tags=tags
+        )
+        rows = {i: InstanceReport(instance_id=i) for i in launched.instance_ids}
+        report.instances = list(rows.values())
+        try:
+            heartbeats = await wait_for_heartbeats(
+                credentials,
+                launched.instance_ids,
+                launched.launched_at,
+                timeout=heartbeat_timeout,
+                stream=heartbeat_events,
+            )
+            report.waits.append(WaitSummary.of(heartbeats.wait))
+            for instance_id, settled in heartbeats.wait.settled.items():
+                rows[instance_id].settled_by["heartbeat"] = settled.by
+            for instance_id, seconds in heartbeats.seconds.items():
+                rows[instance_id].heartbeat_seconds = seconds
+            for instance_id, error in heartbeats.errors.items():
+                rows[instance_id].status = "NoHeartbeat"
+                rows[instance_id].error = error
+            if heartbeats.ready:
+                await run_and_collect(
+                    credentials,
+                    report,
+                    rows,
+                    heartbeats.ready,
+                    script=script,
+                    name=name,
+                    command_type=command_type,
+                    parameters=parameters,
+                    timeout=timeout,
+                    output_bucket=output_bucket,
+                    output_prefix=output_prefix,
+                    delivery_timeout=delivery_timeout,
+                )
+            else:
+                get_run_logger().error("No instance became ready; the command was not run")
+        finally:
+            if not keep_instances:
+                delete_instances(credentials, launched.instance_ids)
+                report.deleted = True
+    return finish(report, "provision-and-run", on_failure)

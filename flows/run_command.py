@@ -1,0 +1,52 @@
+"""Run a Cloud Assistant command on existing instances chosen by ids or tags, and collect
+the results and full outputs: the waits are events, never a polling loop."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prefect import flow
+
+from alicloud_runbooks.blocks import AlibabaCloudCredentials
+from alicloud_runbooks.report import InstanceReport, RunReport
+from flows.steps import FailurePolicy, finish, run_and_collect
+from tasks.instances import select_instances
+
+
+@flow(name="run-command")
+async def run_command(
+    script: str,
+    instance_ids: list[str] | None = None,
+    tags: dict[str, str] | None = None,
+    command_type: str = "RunShellScript",
+    parameters: dict[str, str] | None = None,
+    timeout: int = 60,
+    output_bucket: str | None = None,
+    output_prefix: str = "runbooks",
+    on_failure: FailurePolicy = "fail",
+    delivery_timeout: float = 60,
+    name: str = "run-command",
+    credentials: AlibabaCloudCredentials | None = None,
+) -> RunReport:
+    """`instance_ids`, or every running instance carrying all of `tags`."""
+    credentials = credentials or AlibabaCloudCredentials.from_environment()
+    report = RunReport(flow="run-command", started_at=datetime.now(UTC))
+    chosen = select_instances(credentials, instance_ids, tags)
+    rows = {i: InstanceReport(instance_id=i) for i in chosen}
+    report.instances = list(rows.values())
+    if chosen:
+        await run_and_collect(
+            credentials,
+            report,
+            rows,
+            chosen,
+            script=script,
+            name=name,
+            command_type=command_type,
+            parameters=parameters,
+            timeout=timeout,
+            output_bucket=output_bucket,
+            output_prefix=output_prefix,
+            delivery_timeout=delivery_timeout,
+        )
+    return finish(report, "run-command", on_failure)

@@ -1,0 +1,169 @@
+"""The part both runbooks share: run a command on ready instances, wait for its results and
+output delivery, read the outputs, and write it all into the run's report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Literal
+
+from prefect import get_run_logger
+
+from alicloud_runbooks.blocks import AlibabaCloudCredentials
+from alicloud_runbooks.cloud_assistant import InvocationRecord
+from alicloud_runbooks.events import names
+from alicloud_runbooks.report import InstanceReport, RunReport, WaitSummary
+from alicloud_runbooks.waiter import EventStream
+from tasks import commands, waits
+from tasks.reporting import publish_report
+
+FailurePolicy = Literal["fail", "continue"]
+NO_OUTPUT_STATUSES = frozenset({"Invalid", "Aborted", "Cancelled"})
+RESULT_GRACE_SECONDS = 30
+
+
+class RunbookFailed(RuntimeError):
+    """Some instances failed and the failure policy is `fail`."""
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    try:
+        began = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        ended = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return round((ended - began).total_seconds(), 3)
+
+
+def _apply(row: InstanceReport, record: InvocationRecord) -> None:
+    row.invoke_id = record.invoke_id
+    row.status = record.status
+    row.exit_code = record.exit_code
+    row.duration_seconds = _seconds(record.start_time, record.finish_time)
+    row.oss_uri = record.oss_uri if record.oss_status == "Finished" else None
+    if record.status != "Success" and record.error_code:
+        row.error = f"{record.error_code}: {record.error_info or ''}".strip(": ")
+
+
+async def run_and_collect(
+    credentials: AlibabaCloudCredentials,
+    report: RunReport,
+    rows: dict[str, InstanceReport],
+    instance_ids: Sequence[str],
+    *,
+    script: str,
+    name: str,
+    command_type: str,
+    parameters: dict[str, str] | None,
+    timeout: int,
+    output_bucket: str | None,
+    output_prefix: str | None,
+    delivery_timeout: float,
+) -> None:
+    events = EventStream([names.TASK_COMPLETED, names.OUTPUT_DELIVERED], get_run_logger())
+    async with events:
+        await _run_and_wait(
+            credentials,
+            report,
+            rows,
+            instance_ids,
+            events,
+            script=script,
+            name=name,
+            command_type=command_type,
+            parameters=parameters,
+            timeout=timeout,
+            output_bucket=output_bucket,
+            output_prefix=output_prefix,
+            delivery_timeout=delivery_timeout,
+        )
+
+
+async def _run_and_wait(
+    credentials: AlibabaCloudCredentials,
+    report: RunReport,
+    rows: dict[str, InstanceReport],
+    instance_ids: Sequence[str],
+    events: EventStream,
+    *,
+    script: str,
+    name: str,
+    command_type: str,
+    parameters: dict[str, str] | None,
+    timeout: int,
+    output_bucket: str | None,
+    output_prefix: str | None,
+    delivery_timeout: float,
+) -> None:
+    invocations = commands.run_command(
+        credentials,
+        instance_ids,
+        script,
+        name=name,
+        command_type=command_type,
+        parameters=parameters,
+        timeout=timeout,
+        output_bucket=output_bucket,
+        output_prefix=output_prefix,
+    )
+    report.command = name
+    report.invoke_ids = [i.invoke_id for i in invocations]
+    results = await waits.wait_for_results(
+        credentials, invocations, timeout=timeout + RESULT_GRACE_SECONDS, stream=events
+    )
+    report.waits.append(WaitSummary.of(results.wait))
+    records = results.records
+    for instance_id, settled in results.wait.settled.items():
+        rows[instance_id].settled_by["result"] = settled.by
+    for instance_id, error in results.errors.items():
+        rows[instance_id].error = error
+    deliverable = {
+        k: r for k, r in records.items() if r.final and r.status not in NO_OUTPUT_STATUSES
+    }
+    if output_bucket and deliverable:
+        delivery, delivered = await waits.wait_for_output_delivery(
+            credentials, invocations, deliverable, timeout=delivery_timeout, stream=events
+        )
+        report.waits.append(WaitSummary.of(delivery))
+        records = {**records, **delivered}
+        for instance_id, settled in delivery.settled.items():
+            rows[instance_id].settled_by["output"] = settled.by
+    for instance_id, record in records.items():
+        _apply(rows[instance_id], record)
+    readable = {k: r for k, r in records.items() if r.status not in NO_OUTPUT_STATUSES}
+    if readable:
+        outputs = await commands.read_outputs(credentials, readable)
+        for instance_id, output in outputs.items():
+            row = rows[instance_id]
+            row.output, row.output_source = output.text, output.source
+            if output.error and row.error is None and row.status == "Success":
+                get_run_logger().warning("%s: %s", instance_id, output.error)
+
+
+def finish(report: RunReport, key: str, on_failure: FailurePolicy) -> RunReport:
+    """Publish the artifacts, log the outcome and apply the failure policy."""
+    logger = get_run_logger()
+    report.finished_at = datetime.now(report.started_at.tzinfo)
+    publish_report(report, key)
+    failed = report.failed
+    logger.info(
+        "%d of %d instances succeeded", len(report.instances) - len(failed), len(report.instances)
+    )
+    for row in failed:
+        logger.error(
+            "%s: %s%s%s",
+            row.instance_id,
+            row.status,
+            f", exit code {row.exit_code}" if row.exit_code is not None else "",
+            f": {row.error}" if row.error else "",
+        )
+    if failed and on_failure == "fail":
+        listed = ", ".join(f"{r.instance_id} ({r.status})" for r in failed[:10])
+        more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
+        raise RunbookFailed(
+            f"{len(failed)} of {len(report.instances)} instances failed: {listed}{more}. "
+            "See the run's artifacts; pass on_failure='continue' to report and carry on."
+        )
+    return report

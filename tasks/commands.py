@@ -1,0 +1,173 @@
+"""Batch tasks around Cloud Assistant commands: run on many instances, read their outputs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from alibabacloud_ecs20140526 import models as ecs
+from prefect import get_run_logger, task
+from prefect.events import emit_event
+from pydantic import BaseModel
+
+from alicloud_runbooks.blocks import AlibabaCloudCredentials
+from alicloud_runbooks.cloud_assistant import (
+    RUN_COMMAND_MAX_INSTANCES,
+    InvocationRecord,
+    chunks,
+    describe_results,
+)
+from alicloud_runbooks.errors import call
+from alicloud_runbooks.events import names
+from alicloud_runbooks.report import OutputSource
+from tasks.instances import client_token
+
+
+class Invocation(BaseModel):
+    invoke_id: str
+    instance_ids: list[str]
+    started_at: datetime
+
+
+class Output(BaseModel):
+    text: str | None
+    source: OutputSource
+    error: str | None = None
+
+
+def oss_destination(bucket: str | None, prefix: str | None) -> str | None:
+    if not bucket:
+        return None
+    prefix = (prefix or "").strip("/")
+    return f"oss://{bucket}/{prefix}" if prefix else f"oss://{bucket}"
+
+
+@task(name="run-command")
+def run_command(
+    credentials: AlibabaCloudCredentials,
+    instance_ids: Sequence[str],
+    script: str,
+    name: str = "runbook",
+    command_type: str = "RunShellScript",
+    parameters: dict[str, str] | None = None,
+    timeout: int = 60,
+    output_bucket: str | None = None,
+    output_prefix: str | None = "runbooks",
+) -> list[Invocation]:
+    """RunCommand on up to 100 instances per call; one invocation per call."""
+    logger = get_run_logger()
+    client = credentials.ecs_client()
+    delivery = oss_destination(output_bucket, output_prefix)
+    invocations: list[Invocation] = []
+    for index, batch in enumerate(chunks(list(instance_ids), RUN_COMMAND_MAX_INSTANCES)):
+        request = ecs.RunCommandRequest(
+            region_id=credentials.region_id,
+            type=command_type,
+            command_content=script,
+            content_encoding="PlainText",
+            instance_id=batch,
+            name=name,
+            timeout=timeout,
+            enable_parameter=bool(parameters),
+            parameters=parameters or None,
+            oss_output_delivery=delivery,
+            client_token=client_token("run-command", index, name, *batch),
+        )
+        started_at = datetime.now(UTC)
+        body = call("RunCommand", lambda r=request: client.run_command(r).body)
+        invocations.append(
+            Invocation(invoke_id=body.invoke_id, instance_ids=batch, started_at=started_at)
+        )
+        emit_event(
+            event="runbooks.command.invoked",
+            resource={
+                "prefect.resource.id": names.invocation_resource(body.invoke_id),
+                "prefect.resource.name": name,
+                names.REGION_LABEL: credentials.region_id,
+            },
+            related=[
+                {
+                    "prefect.resource.id": names.command_resource(body.command_id),
+                    "prefect.resource.role": "command",
+                }
+            ],
+            payload={"instances": batch, "timeout": timeout, "oss_output_delivery": delivery},
+        )
+        logger.info(
+            "RunCommand %r on %d instances: invocation %s%s",
+            name,
+            len(batch),
+            body.invoke_id,
+            f", output to {delivery}" if delivery else "",
+        )
+    return invocations
+
+
+def _read_oss(credentials: AlibabaCloudCredentials, uri: str) -> str:
+    bucket_name, _, key = uri.removeprefix("oss://").partition("/")
+    bucket = credentials.oss_bucket(bucket_name)
+    return bucket.get_object(key).read().decode("utf-8", "replace")
+
+
+@task(name="read-outputs")
+async def read_outputs(
+    credentials: AlibabaCloudCredentials,
+    records: dict[str, InvocationRecord],
+) -> dict[str, Output]:
+    """Full outputs from OSS where they were delivered; the rest from DescribeInvocationResults
+    (one call per invocation), marked truncated when the API dropped bytes."""
+    logger = get_run_logger()
+    outputs: dict[str, Output] = {}
+    inline_needed: dict[str, list[str]] = {}
+    errors: dict[str, str] = {}
+
+    async def fetch(instance_id: str, uri: str) -> None:
+        try:
+            text = await asyncio.to_thread(_read_oss, credentials, uri)
+        except Exception as exc:
+            reason = f"reading {uri} failed: {getattr(exc, 'code', type(exc).__name__)}"
+            errors[instance_id] = reason
+            logger.warning("%s: %s; falling back to the inline output", instance_id, reason)
+            inline_needed.setdefault(records[instance_id].invoke_id, []).append(instance_id)
+        else:
+            outputs[instance_id] = Output(text=text, source="oss")
+
+    fetches = []
+    for instance_id, record in records.items():
+        if record.oss_status == "Finished" and record.oss_uri:
+            fetches.append(fetch(instance_id, record.oss_uri))
+        else:
+            if record.oss_error:
+                errors[instance_id] = f"OSS delivery failed: {record.oss_error}"
+            inline_needed.setdefault(record.invoke_id, []).append(instance_id)
+    semaphore = asyncio.Semaphore(16)
+
+    async def bounded(coro):  # type: ignore[no-untyped-def]
+        async with semaphore:
+            await coro
+
+    await asyncio.gather(*(bounded(f) for f in fetches))
+    if inline_needed:
+        client = credentials.ecs_client()
+        wanted = [i for ids in inline_needed.values() for i in ids]
+        inline = await asyncio.to_thread(
+            describe_results, client, credentials.region_id, list(inline_needed), wanted
+        )
+        for instance_id in wanted:
+            found = inline.get(instance_id)
+            if found is None or found.output is None:
+                outputs[instance_id] = Output(
+                    text=None, source="none", error=errors.get(instance_id)
+                )
+                continue
+            source: OutputSource = "inline-truncated" if found.dropped else "inline"
+            outputs[instance_id] = Output(
+                text=found.output, source=source, error=errors.get(instance_id)
+            )
+        logger.info(
+            "Read %d outputs inline with DescribeInvocationResults (%d truncated at 24 KB)",
+            len(wanted),
+            sum(1 for i in wanted if outputs[i].source == "inline-truncated"),
+        )
+    return outputs

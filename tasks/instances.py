@@ -1,0 +1,119 @@
+"""Batch tasks around ECS instances: launch (idempotent per flow run), select, delete."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from alibabacloud_ecs20140526 import models as ecs
+from prefect import get_run_logger, task
+from prefect.runtime import flow_run
+from pydantic import BaseModel
+
+from alicloud_runbooks.blocks import AlibabaCloudCredentials
+from alicloud_runbooks.cloud_assistant import chunks
+from alicloud_runbooks.errors import call
+
+RUN_INSTANCES_MAX = 100
+DELETE_INSTANCES_MAX = 100
+DESCRIBE_PAGE_SIZE = 100
+FLOW_RUN_TAG = "runbooks:flow-run"
+_TOKENS = uuid.UUID("7b0c8f39-5a4e-4d0c-9a51-2f6c1d3e8b10")
+
+
+def client_token(step: str, *parts: object) -> str:
+    """A ClientToken that is the same each time this flow run reaches this step, so a retried
+    flow run gets the instances (or invocation) of its first attempt instead of new ones."""
+    run_id = flow_run.get_id() or uuid.uuid4().hex
+    return str(uuid.uuid5(_TOKENS, "/".join(str(p) for p in (run_id, step, *parts))))
+
+
+class Launched(BaseModel):
+    instance_ids: list[str]
+    launched_at: datetime
+    client_tokens: list[str]
+
+
+@task(name="launch-instances")
+def launch_instances(
+    credentials: AlibabaCloudCredentials,
+    count: int,
+    image_id: str,
+    instance_type: str,
+    name: str = "runbook",
+    tags: dict[str, str] | None = None,
+    security_group_id: str | None = None,
+    vswitch_id: str | None = None,
+) -> Launched:
+    """RunInstances, 100 per call (the API's limit), each call with its own derived token."""
+    logger = get_run_logger()
+    client = credentials.ecs_client()
+    all_tags = {**(tags or {}), FLOW_RUN_TAG: flow_run.get_id() or "none"}
+    launched_at = datetime.now(UTC)
+    ids: list[str] = []
+    tokens: list[str] = []
+    remaining, batch = count, 0
+    while remaining > 0:
+        amount = min(remaining, RUN_INSTANCES_MAX)
+        token = client_token("launch-instances", batch, amount, image_id, instance_type)
+        request = ecs.RunInstancesRequest(
+            region_id=credentials.region_id,
+            image_id=image_id,
+            instance_type=instance_type,
+            amount=amount,
+            instance_name=name,
+            security_group_id=security_group_id,
+            v_switch_id=vswitch_id,
+            client_token=token,
+            tag=[ecs.RunInstancesRequestTag(key=k, value=v) for k, v in all_tags.items()],
+        )
+        body = call("RunInstances", lambda r=request: client.run_instances(r).body)
+        ids += body.instance_id_sets.instance_id_set
+        tokens.append(token)
+        remaining -= amount
+        batch += 1
+    logger.info("Launched %d instances (%s): %s", len(ids), instance_type, ", ".join(ids))
+    return Launched(instance_ids=ids, launched_at=launched_at, client_tokens=tokens)
+
+
+@task(name="select-instances")
+def select_instances(
+    credentials: AlibabaCloudCredentials,
+    instance_ids: Sequence[str] | None = None,
+    tags: dict[str, str] | None = None,
+) -> list[str]:
+    """The given ids, or the running instances carrying every tag (DescribeInstances, paged)."""
+    if instance_ids:
+        return list(dict.fromkeys(instance_ids))
+    if not tags:
+        raise ValueError("choose instances by instance_ids or by tags")
+    client = credentials.ecs_client()
+    found: list[str] = []
+    token: str | None = None
+    while True:
+        request = ecs.DescribeInstancesRequest(
+            region_id=credentials.region_id,
+            status="Running",
+            tag=[ecs.DescribeInstancesRequestTag(key=k, value=v) for k, v in tags.items()],
+            max_results=DESCRIBE_PAGE_SIZE,
+            next_token=token,
+        )
+        body = call("DescribeInstances", lambda r=request: client.describe_instances(r).body)
+        found += [i.instance_id for i in body.instances.instance or []]
+        token = body.next_token
+        if not token:
+            break
+    get_run_logger().info("Selected %d running instances tagged %s", len(found), tags)
+    return found
+
+
+@task(name="delete-instances")
+def delete_instances(credentials: AlibabaCloudCredentials, instance_ids: Sequence[str]) -> None:
+    client = credentials.ecs_client()
+    for batch in chunks(list(instance_ids), DELETE_INSTANCES_MAX):
+        request = ecs.DeleteInstancesRequest(
+            region_id=credentials.region_id, instance_id=batch, force=True
+        )
+        call("DeleteInstances", lambda r=request: client.delete_instances(r))
+    get_run_logger().info("Deleted %d instances", len(instance_ids))
