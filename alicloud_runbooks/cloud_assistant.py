@@ -207,7 +207,7 @@ def describe_results(
             for r in results:
                 if r.instance_id in wanted:
                     found[r.instance_id] = InvocationRecord.from_result(r)
-            token = body.next_token
+            token = body.invocation.next_token
             if not token or not results:
                 break
     return found

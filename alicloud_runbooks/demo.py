@@ -1,130 +1,408 @@
-"""The demo: alisim embedded, two instances launched, a real script run, output read back
-from the API (inline, cut at 24 KB) and from OSS (whole), through the official SDKs only.
+"""`runbooks demo` and `runbooks up`: the whole local stack (a Prefect server, alisim with
+realistic but shortened delays, the relay and the EventBridge rules), then either one run of
+the event-driven `provision_and_run` runbook with its figures (demo), or the runbooks served
+as deployments until Ctrl-C (up).
 
-Until the event-driven runbook lands, the waits here read the Describe APIs; the demo
-prints the calls it spent so the later event-driven version has a baseline.
+Everything listens on 127.0.0.1 and everything started here is stopped before returning,
+on success, on error and on Ctrl-C or SIGTERM alike.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
+import logging
+import signal
+import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TextIO
 
-import httpx
-from alibabacloud_ecs20140526 import models as ecs
-
-from alicloud_runbooks.clients import Endpoint, ecs_client, oss_bucket
-from alisim.config import (
-    DEFAULT_ACCESS_KEY_ID,
-    DEFAULT_ACCESS_KEY_SECRET,
-    Settings,
-)
-from alisim.server import AlisimServer
+from alicloud_runbooks.report import RunReport
+from alicloud_runbooks.stack import LocalStack
 
 BUCKET = "runbooks-demo"
+OUTPUTS_BUCKET = "runbooks-outputs"
+CREDENTIALS_BLOCK = "alisim"
+DEFAULT_TIME_SCALE = 0.1
+INLINE_LIMIT = 24 * 1024
+CHECKS = 700  # ~49 bytes a line: ~34 KB, over the 24 KB the API keeps inline
+
+# Cloud Assistant replaces `{{ACS::…}}` (built-in) and `{{checks}}` (ours) on each instance.
 SCRIPT = """\
-echo "hello from instance $INSTANCE_ID"
-uname -sr
-echo "working dir: $(pwd)"
-i=0; while [ $i -lt 3000 ]; do echo "line $i of a long report"; i=$((i+1)); done
-echo "done"
+set -eu
+echo "== health report for {{ACS::InstanceId}} in {{ACS::RegionId}} =="
+echo "invocation {{ACS::InvokeId}}, kernel $(uname -sr)"
+echo "working directory: $(pwd)"
+n=0
+while [ "$n" -lt {{checks}} ]; do
+  n=$((n + 1))
+  printf 'check %04d of %04d on {{ACS::InstanceId}}: ok\\n' "$n" {{checks}}
+done
+echo "{{ACS::InstanceId}}: {{checks}} checks passed"
 """
 
 
-def _wait(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+# -- shared by demo and up ---------------------------------------------------------------
 
 
-def run_demo(instances: int = 2) -> int:
-    settings = Settings(time_scale=0.05)
-    with AlisimServer(settings) as sim:
-        region = settings.region
-        endpoint = Endpoint(openapi=sim.endpoint, oss=sim.endpoint, protocol="http")
-        keys = {
-            "access_key_id": DEFAULT_ACCESS_KEY_ID,
-            "access_key_secret": DEFAULT_ACCESS_KEY_SECRET,
-        }
-        client = ecs_client(region=region, endpoint=endpoint, **keys)
-        bucket = oss_bucket(region=region, endpoint=endpoint, bucket=BUCKET, **keys)
-        print(f"alisim running at {sim.url} (region {region}, boot times scaled x0.05)")
-        bucket.create_bucket()
+class _Stop(Exception):
+    """SIGTERM, turned into an exception so that the `finally` blocks run."""
 
-        started = time.monotonic()
-        launched = client.run_instances(
-            ecs.RunInstancesRequest(
-                region_id=region,
-                image_id="aliyun_3_x64_20G_alibase_20240819.vhd",
-                instance_type="ecs.g7.large",
-                amount=instances,
-                instance_name="demo",
-                tag=[ecs.RunInstancesRequestTag(key="runbook", value="demo")],
-            )
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        raise _Stop(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _QuietTaskStates(logging.Filter):
+    """Console only: a task that completed says so in the UI; its own log lines stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.name == "prefect.task_runs"
+            and record.getMessage().startswith("Finished in state Completed")
         )
-        ids = launched.body.instance_id_sets.instance_id_set
-        print(f"launched {len(ids)} instances: {', '.join(ids)}")
 
-        def agents_up() -> bool:
-            status = client.describe_cloud_assistant_status(
-                ecs.DescribeCloudAssistantStatusRequest(region_id=region, instance_id=ids)
-            ).body.instance_cloud_assistant_status_set.instance_cloud_assistant_status
-            return len(status) == len(ids) and all(
-                s.cloud_assistant_status == "true" for s in status
-            )
 
-        _wait("the Cloud Assistant agents", agents_up)
-        print(f"agents online after {time.monotonic() - started:.1f}s")
+def use_prefect_console_logging() -> None:
+    """Prefect's console format (run names, colours) instead of the CLI's plain one, minus
+    one 'Finished in state Completed()' line per task."""
+    import prefect.main  # noqa: F401  (importing it sets up Prefect's logging: do it first)
+    from prefect.logging.configuration import setup_logging
+    from prefect.logging.handlers import PrefectConsoleHandler
 
-        run = client.run_command(
-            ecs.RunCommandRequest(
-                region_id=region,
-                type="RunShellScript",
-                command_content=SCRIPT,
-                instance_id=ids,
-                timeout=60,
-                name="demo-report",
-                oss_output_delivery=f"oss://{BUCKET}/runbooks",
-            )
-        ).body
-        print(f"RunCommand: invocation {run.invoke_id}")
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if not isinstance(handler, PrefectConsoleHandler):
+            root.removeHandler(handler)
+    setup_logging(incremental=False)
+    for handler in root.handlers:
+        if isinstance(handler, PrefectConsoleHandler):
+            handler.addFilter(_QuietTaskStates())
 
-        def results() -> list[
-            ecs.DescribeInvocationResultsResponseBodyInvocationInvocationResultsInvocationResult
-        ]:
-            return client.describe_invocation_results(
-                ecs.DescribeInvocationResultsRequest(region_id=region, invoke_id=run.invoke_id)
-            ).body.invocation.invocation_results.invocation_result
 
-        _wait(
-            "the command and its OSS delivery",
-            lambda: all(r.oss_output_status in ("Finished", "Failed") for r in results()),
+def _sim_settings(time_scale: float) -> Any:
+    from alisim.config import Settings
+
+    # Linux boots in 20-40 s at scale 1: 2-4 s at the default 0.1.
+    return Settings(time_scale=time_scale)
+
+
+def _masked_relay_url(stack: LocalStack) -> str:
+    return f"{stack.relay_url}?token=****"
+
+
+def _flush_prefect_clients() -> None:
+    """Send the queued flow-run logs and events while the server is still up, so that no
+    '--- Error logging to API ---' follows the shutdown."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogHandler
+
+    try:
+        APILogHandler().flush()
+        EventsWorker.drain_all(timeout=5)
+    except Exception as exc:  # never let the flush hide the run's own outcome
+        logging.getLogger(__name__).debug("flushing Prefect clients failed: %s", exc)
+
+
+def _start(stack: LocalStack, out: TextIO) -> None:
+    print("Starting a Prefect server, alisim, the relay and the EventBridge rules…", file=out)
+    started = time.monotonic()
+    stack.start()
+    print(f"Stack up in {time.monotonic() - started:.1f}s:", file=out)
+    print(f"  Prefect UI       {stack.prefect.ui_url}", file=out)  # type: ignore[union-attr]
+    print(f"  Prefect API      {stack.api_url}", file=out)
+    print(
+        f"  alisim           {stack.sim.endpoint} (region {stack.sim_settings.region}, "  # type: ignore[union-attr]
+        f"time scale {stack.sim_settings.time_scale:g})",
+        file=out,
+    )
+    print(f"  relay            {_masked_relay_url(stack)}", file=out)
+    for line in stack.subscribed:
+        print(f"  EventBridge      {line}", file=out)
+
+
+def _stop(stack: LocalStack, out: TextIO) -> None:
+    _flush_prefect_clients()
+    stack.stop()
+    print("Stopped the Prefect server, alisim and the relay.", file=out, flush=True)
+
+
+# -- the demo ----------------------------------------------------------------------------
+
+
+def _flat_calls(calls: dict[str, Any]) -> dict[tuple[str, str], int]:
+    """`/_alisim/calls` per product and action (`{"Ecs": {"RunInstances": 1}}`)."""
+    flat: dict[tuple[str, str], int] = {}
+    for product, actions in calls.items():
+        if isinstance(actions, dict):
+            for action, count in actions.items():
+                flat[(product.lower(), action)] = int(count)
+        else:  # a flat {action: count}, should the API ever answer so
+            flat[("", product)] = int(actions)
+    return flat
+
+
+def _diff(after: dict[tuple[str, str], int], before: dict[tuple[str, str], int]) -> dict:
+    spent = {k: n - before.get(k, 0) for k, n in after.items()}
+    return {k: n for k, n in sorted(spent.items()) if n > 0}
+
+
+def _calls_text(calls: dict[tuple[str, str], int]) -> str:
+    if not calls:
+        return "none"
+    names = {"ecs": "ECS", "oss": "OSS", "eventbridge": "EventBridge", "ros": "ROS"}
+    return ", ".join(
+        f"{names.get(p, p)} {a} {n}" if p else f"{a} {n}" for (p, a), n in calls.items()
+    )
+
+
+def _cell(value: object, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells)
+        ).rstrip()
+
+    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def results_table(report: RunReport) -> list[str]:
+    """Two tables sharing the instance column: how each instance went, and its output."""
+    steps = ("heartbeat", "result", "output")
+    status_rows = [
+        [
+            i.instance_id,
+            _cell(i.heartbeat_seconds),
+            i.status,
+            _cell(i.exit_code),
+            _cell(i.duration_seconds, 1),
+            "/".join(i.settled_by.get(s, "-") for s in steps),
+        ]
+        for i in report.instances
+    ]
+    output_rows = [
+        [
+            i.instance_id,
+            f"{len(i.output.encode()):,} B, {i.output_source}" if i.output else i.output_source,
+            i.oss_uri or "-",
+            i.preview or "-",
+        ]
+        for i in report.instances
+    ]
+    lines = _table(
+        [
+            "instance",
+            "heartbeat s",
+            "status",
+            "exit code",
+            "duration s",
+            "settled by (heartbeat/result/output)",
+        ],
+        status_rows,
+        right={1, 3, 4},
+    )
+    lines.append("")
+    lines += _table(
+        ["instance", "output", "OSS URI (full output)", "output preview (last line)"],
+        output_rows,
+        right=set(),
+    )
+    errors = [f"{i.instance_id}: {i.error}" for i in report.instances if i.error]
+    if errors:
+        lines += ["", "Errors:", *(f"  {e}" for e in errors)]
+    return lines
+
+
+def calls_summary(
+    report: RunReport, runbook: dict[tuple[str, str], int], setup: dict[tuple[str, str], int]
+) -> list[str]:
+    """What the runbook spent, next to what a 5 s polling loop would have spent."""
+    from alicloud_runbooks import polling
+
+    describe = {k: n for k, n in runbook.items() if k[1].startswith("Describe")}
+    estimate = polling.estimate(report, 5.0)
+    reactions = [ms for w in report.waits for ms in w.reaction_ms]
+    lines = [
+        f"API calls spent by the runbook: {sum(runbook.values())} ({_calls_text(runbook)})",
+        f"  Describe* calls: {sum(describe.values())} (target: 0)"
+        + (f": {_calls_text(describe)}" if describe else ""),
+        f"  setup, not the runbook: {_calls_text(setup)}",
+        f"A 5 s polling loop would have spent {estimate.total} Describe calls "
+        f"({', '.join(f'{a} {n}' for a, n in estimate.calls.items()) or 'none'}) and noticed "
+        f"each change {estimate.mean_notice_delay_seconds:.1f} s late on average.",
+    ]
+    if reactions:
+        lines.append(
+            f"The events arrived {statistics.mean(reactions):.0f} ms on average after the "
+            f"source event (p50 {statistics.median(reactions):.0f} ms, "
+            f"max {max(reactions):.0f} ms, {len(reactions)} events)."
         )
-        for result in results():
-            inline = base64.b64decode(result.output).decode()
-            print(
-                f"\n== {result.instance_id}: {result.invocation_status}, "
-                f"exit code {result.exit_code}"
-            )
-            print(
-                f"   inline output: {len(inline)} bytes, {result.dropped} bytes dropped "
-                "(the API keeps 24 KB)"
-            )
-            print("   " + "\n   ".join(inline.splitlines()[:3]))
-            key = result.oss_output_uri.removeprefix(f"oss://{BUCKET}/")
-            full = bucket.get_object(key).read().decode()
-            print(
-                f"   full output from {result.oss_output_uri}: {len(full)} bytes, "
-                f"last line {full.splitlines()[-1]!r}"
-            )
+    return lines
 
-        calls = httpx.get(f"{sim.url}/_alisim/calls").json()
-        print(f"\nAPI calls spent: {calls['total']} {calls['calls']}")
-        client.delete_instances(
-            ecs.DeleteInstancesRequest(region_id=region, instance_id=ids, force=True)
-        )
-        print(f"deleted the instances; demo took {time.monotonic() - started:.1f}s")
+
+def run_demo(
+    instances: int = 3, time_scale: float = DEFAULT_TIME_SCALE, out: TextIO | None = None
+) -> int:
+    """Start the stack, run provision_and_run once, print the figures, stop the stack.
+    0 if every instance succeeded, 1 otherwise (and on Ctrl-C)."""
+    out = out or sys.stdout
+    use_prefect_console_logging()
+    stack = LocalStack(sim_settings=_sim_settings(time_scale))
+    try:
+        with _sigterm_raises():
+            _start(stack, out)
+            return _demo_run(stack, instances, out)
+    except (KeyboardInterrupt, _Stop):
+        print("\nInterrupted; shutting down.", file=out)
+        return 1
+    finally:
+        _stop(stack, out)
+
+
+def _demo_run(stack: LocalStack, instances: int, out: TextIO) -> int:
+    from flows.provision_and_run import provision_and_run
+
+    credentials = stack.credentials()
+    credentials.oss_bucket(BUCKET).create_bucket()
+    print(f"Created OSS bucket oss://{BUCKET} for the full outputs.\n", file=out)
+    before = _flat_calls(stack.api_calls())
+    print(
+        f"Running provision-and-run on {instances} instances: a {CHECKS}-check health script "
+        f"(~{CHECKS * 49 // 1024} KB of output each, over the {INLINE_LIMIT // 1024} KB the API "
+        "keeps inline)…",
+        file=out,
+        flush=True,
+    )
+    started = time.monotonic()
+    with stack.prefect_client_settings():
+        try:
+            report: RunReport = asyncio.run(
+                provision_and_run(
+                    count=instances,
+                    script=SCRIPT,
+                    parameters={"checks": str(CHECKS)},
+                    name="runbooks-demo",
+                    tags={"runbook": "demo"},
+                    output_bucket=BUCKET,
+                    output_prefix="runbooks",
+                    on_failure="continue",
+                    credentials=credentials,
+                )
+            )
+        except Exception as exc:
+            print(f"\nThe flow run failed: {type(exc).__name__}: {exc}", file=out)
+            return 1
+        finally:
+            _flush_prefect_clients()
+    seconds = time.monotonic() - started
+    runbook = _diff(_flat_calls(stack.api_calls()), before)
+    setup = before
+    ok = len(report.instances) - len(report.failed)
+    print(
+        f"\nprovision-and-run: {ok} of {len(report.instances)} instances succeeded in "
+        f"{seconds:.1f}s (instances {'deleted' if report.deleted else 'kept'}).\n",
+        file=out,
+    )
+    for line in results_table(report):
+        print(line, file=out)
+    print("", file=out)
+    for line in calls_summary(report, runbook, setup):
+        print(line, file=out)
+    print(
+        f"\nThe run, its table artifact and its events are in the Prefect UI at "
+        f"{stack.prefect.ui_url} until the shutdown below.",  # type: ignore[union-attr]
+        file=out,
+        flush=True,
+    )
+    return 0 if ok == len(report.instances) and report.instances else 1
+
+
+# -- up ----------------------------------------------------------------------------------
+
+
+def _up_banner(stack: LocalStack, enable_triggers: bool) -> list[str]:
+    from alisim.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET
+
+    ui = stack.prefect.ui_url  # type: ignore[union-attr]
+    return [
+        "",
+        f"Prefect UI:      {ui}",
+        f"Prefect API:     PREFECT_API_URL={stack.api_url}",
+        f"alisim endpoint: {stack.sim.endpoint}",  # type: ignore[union-attr]
+        f"region: {stack.sim_settings.region}",
+        "alisim key pair (public, local only):",
+        f"ALIBABA_CLOUD_ACCESS_KEY_ID={DEFAULT_ACCESS_KEY_ID}",
+        f"ALIBABA_CLOUD_ACCESS_KEY_SECRET={DEFAULT_ACCESS_KEY_SECRET}",
+        f"developer API:   {stack.sim_url}/_alisim/health",
+        f"relay:           {_masked_relay_url(stack)}",
+        f"RUNBOOKS_RELAY_TOKEN={stack.token}",
+        f"credentials block: alibaba-cloud-credentials/{CREDENTIALS_BLOCK} (saved)",
+        f"OSS bucket for outputs: {OUTPUTS_BUCKET}",
+        "event triggers: " + ("enabled" if enable_triggers else "as in prefect.yaml (disabled)"),
+        "",
+        "Run the flows against it:",
+        f"  UI:     {ui}/deployments -> provision-and-run or run-command -> Run",
+        f"  shell:  export PREFECT_API_URL={stack.api_url}",
+        "          prefect deployment run provision-and-run/provision-and-run "
+        f"-p count=2 -p output_bucket={OUTPUTS_BUCKET}",
+        "          prefect deployment run run-command/run-command -p script='uname -a' "
+        """-p instance_ids='["i-…"]'""",
+        "  Python: with PREFECT_API_URL set, pass "
+        f'credentials=AlibabaCloudCredentials.load("{CREDENTIALS_BLOCK}") to the flows',
+        '  relay:  curl -H "Authorization: Bearer $RUNBOOKS_RELAY_TOKEN" '
+        f"-H 'content-type: application/json' -d @event.json {stack.relay_url}",
+        "",
+        "Serving the deployments; Ctrl-C stops everything.",
+    ]
+
+
+def run_up(
+    time_scale: float = DEFAULT_TIME_SCALE,
+    enable_triggers: bool = False,
+    out: TextIO | None = None,
+) -> int:
+    """Start the stack, save the `alisim` credentials block, serve the deployments until
+    Ctrl-C or SIGTERM, then stop everything. 0 on a clean stop."""
+    out = out or sys.stdout
+    use_prefect_console_logging()
+    stack = LocalStack(sim_settings=_sim_settings(time_scale))
+    try:
+        with _sigterm_raises():
+            _start(stack, out)
+            with stack.prefect_client_settings():
+                credentials = stack.credentials()
+                credentials.save(CREDENTIALS_BLOCK, overwrite=True)
+                credentials.oss_bucket(OUTPUTS_BUCKET).create_bucket()
+                for line in _up_banner(stack, enable_triggers):
+                    print(line, file=out)
+                out.flush()
+                from deployments.serve import serve
+
+                # Prefect's runner replaces the SIGTERM handler with one that raises
+                # SystemExit(0); Ctrl-C ends `serve` by returning.
+                serve(CREDENTIALS_BLOCK, enable_triggers=enable_triggers)
+    except (KeyboardInterrupt, _Stop, SystemExit):
+        pass
+    finally:
+        print("\nShutting down…", file=out, flush=True)
+        _stop(stack, out)
     return 0

@@ -55,6 +55,8 @@ def translate(doing: str, exc: Exception) -> AlibabaCloudError:
     if isinstance(exc, AlibabaCloudException):
         message = (exc.message or "").split(" request id:")[0]
         message = message.removeprefix(f"code: {exc.status_code}, ")
+        # Signature errors append the server's string to sign: noise for the reader.
+        message = message.split(" server string to sign")[0].splitlines()[0] if message else ""
         return AlibabaCloudError(doing, exc.code or "Unknown", message, exc.request_id)
     if isinstance(exc, UnretryableException):
         cause = exc.inner_exception or exc

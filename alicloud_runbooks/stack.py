@@ -23,6 +23,15 @@ from alisim.server import AlisimServer
 DEAD_LETTER_ARN = "acs:mns:cn-hangzhou::/queues/runbooks-relay-dlq"
 
 
+def flush_prefect_clients(timeout: float = 5.0) -> None:
+    """Send this process's queued run logs and events before their server goes away."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=timeout)
+    EventsWorker.drain_all(timeout=timeout)
+
+
 @dataclass
 class LocalStack:
     """Start with `start()` (or `with`), stop with `stop()`: every server by its own handle."""
@@ -64,6 +73,8 @@ class LocalStack:
         return self.subscribed
 
     def stop(self) -> None:
+        if self._own_prefect:
+            flush_prefect_clients()
         if self.relay is not None:
             self.relay.stop()
         if self.sim is not None:

@@ -43,6 +43,14 @@ class DeliveryFault(BaseModel):
     reorder_hold_ms: int = Field(
         default=1000, ge=0, description="Release a held push if no next one comes by then."
     )
+    event_types: list[str] = Field(
+        default_factory=list,
+        description="Misbehave only on these event types, e.g. ecs:CloudAssistant:TaskCompleted "
+        "(empty: on every event).",
+    )
+
+    def applies_to(self, event_type: str) -> bool:
+        return not self.event_types or event_type in self.event_types
 
 
 class FaultPlan(BaseModel):

@@ -11,7 +11,7 @@ from alicloud_runbooks.blocks import AlibabaCloudCredentials
 from alicloud_runbooks.events import names
 from alicloud_runbooks.report import InstanceReport, RunReport, WaitSummary
 from alicloud_runbooks.waiter import EventStream
-from flows.steps import FailurePolicy, finish, run_and_collect
+from flows.steps import CommandSpec, FailurePolicy, finish, run_and_collect, will_retry
 from tasks.instances import delete_instances, launch_instances
 from tasks.waits import wait_for_heartbeats
 
@@ -32,15 +32,29 @@ async def provision_and_run(
     keep_instances: bool = False,
     on_failure: FailurePolicy = "fail",
     heartbeat_timeout: float = 300,
+    result_grace: float = 30,
     delivery_timeout: float = 60,
     tags: dict[str, str] | None = None,
     name: str = "provision-and-run",
     credentials: AlibabaCloudCredentials | None = None,
 ) -> RunReport:
     """`count` instances, one command on all of them, outputs from OSS (`output_bucket`) or
-    inline. `on_failure="fail"` fails the run if any instance fails; `"continue"` reports."""
+    inline. `on_failure="fail"` fails the run if any instance fails; `"continue"` reports.
+    Deadlines: `heartbeat_timeout`, the command's `timeout` plus `result_grace`, and
+    `delivery_timeout`; past one, a single batched Describe call settles what is left."""
     credentials = credentials or AlibabaCloudCredentials.from_environment()
     report = RunReport(flow="provision-and-run", started_at=datetime.now(UTC))
+    command = CommandSpec(
+        script=script,
+        name=name,
+        command_type=command_type,
+        parameters=parameters,
+        timeout=timeout,
+        output_bucket=output_bucket,
+        output_prefix=output_prefix,
+        result_grace=result_grace,
+        delivery_timeout=delivery_timeout,
+    )
     # Subscribed before launching, so no heartbeat slips between the call and the wait.
     async with EventStream([names.FIRST_HEARTBEAT], get_run_logger()) as heartbeat_events:
         launched = launch_instances(
@@ -65,24 +79,19 @@ async def provision_and_run(
                 rows[instance_id].status = "NoHeartbeat"
                 rows[instance_id].error = error
             if heartbeats.ready:
-                await run_and_collect(
-                    credentials,
-                    report,
-                    rows,
-                    heartbeats.ready,
-                    script=script,
-                    name=name,
-                    command_type=command_type,
-                    parameters=parameters,
-                    timeout=timeout,
-                    output_bucket=output_bucket,
-                    output_prefix=output_prefix,
-                    delivery_timeout=delivery_timeout,
-                )
+                await run_and_collect(credentials, report, rows, heartbeats.ready, command)
             else:
                 get_run_logger().error("No instance became ready; the command was not run")
-        finally:
+        except BaseException:
+            if will_retry():
+                get_run_logger().warning(
+                    "Keeping %d instances for the flow run's retry", len(launched.instance_ids)
+                )
+                raise
             if not keep_instances:
                 delete_instances(credentials, launched.instance_ids)
-                report.deleted = True
+            raise
+        if not keep_instances:
+            delete_instances(credentials, launched.instance_ids)
+            report.deleted = True
     return finish(report, "provision-and-run", on_failure)

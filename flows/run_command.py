@@ -9,7 +9,7 @@ from prefect import flow
 
 from alicloud_runbooks.blocks import AlibabaCloudCredentials
 from alicloud_runbooks.report import InstanceReport, RunReport
-from flows.steps import FailurePolicy, finish, run_and_collect
+from flows.steps import CommandSpec, FailurePolicy, finish, run_and_collect
 from tasks.instances import select_instances
 
 
@@ -24,6 +24,7 @@ async def run_command(
     output_bucket: str | None = None,
     output_prefix: str = "runbooks",
     on_failure: FailurePolicy = "fail",
+    result_grace: float = 30,
     delivery_timeout: float = 60,
     name: str = "run-command",
     credentials: AlibabaCloudCredentials | None = None,
@@ -35,11 +36,7 @@ async def run_command(
     rows = {i: InstanceReport(instance_id=i) for i in chosen}
     report.instances = list(rows.values())
     if chosen:
-        await run_and_collect(
-            credentials,
-            report,
-            rows,
-            chosen,
+        command = CommandSpec(
             script=script,
             name=name,
             command_type=command_type,
@@ -47,6 +44,8 @@ async def run_command(
             timeout=timeout,
             output_bucket=output_bucket,
             output_prefix=output_prefix,
+            result_grace=result_grace,
             delivery_timeout=delivery_timeout,
         )
+        await run_and_collect(credentials, report, rows, chosen, command)
     return finish(report, "run-command", on_failure)

@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Literal
 
 from prefect import get_run_logger
+from prefect.context import FlowRunContext
+from pydantic import BaseModel
 
 from alicloud_runbooks.blocks import AlibabaCloudCredentials
 from alicloud_runbooks.cloud_assistant import InvocationRecord
@@ -19,7 +21,6 @@ from tasks.reporting import publish_report
 
 FailurePolicy = Literal["fail", "continue"]
 NO_OUTPUT_STATUSES = frozenset({"Invalid", "Aborted", "Cancelled"})
-RESULT_GRACE_SECONDS = 30
 
 
 class RunbookFailed(RuntimeError):
@@ -47,38 +48,32 @@ def _apply(row: InstanceReport, record: InvocationRecord) -> None:
         row.error = f"{record.error_code}: {record.error_info or ''}".strip(": ")
 
 
+class CommandSpec(BaseModel):
+    """What to run and how long each wait may take, as both runbooks take it."""
+
+    script: str
+    name: str
+    command_type: str = "RunShellScript"
+    parameters: dict[str, str] | None = None
+    timeout: int = 60
+    output_bucket: str | None = None
+    output_prefix: str | None = "runbooks"
+    result_grace: float = 30
+    delivery_timeout: float = 60
+
+
 async def run_and_collect(
     credentials: AlibabaCloudCredentials,
     report: RunReport,
     rows: dict[str, InstanceReport],
     instance_ids: Sequence[str],
-    *,
-    script: str,
-    name: str,
-    command_type: str,
-    parameters: dict[str, str] | None,
-    timeout: int,
-    output_bucket: str | None,
-    output_prefix: str | None,
-    delivery_timeout: float,
+    spec: CommandSpec,
 ) -> None:
-    events = EventStream([names.TASK_COMPLETED, names.OUTPUT_DELIVERED], get_run_logger())
-    async with events:
-        await _run_and_wait(
-            credentials,
-            report,
-            rows,
-            instance_ids,
-            events,
-            script=script,
-            name=name,
-            command_type=command_type,
-            parameters=parameters,
-            timeout=timeout,
-            output_bucket=output_bucket,
-            output_prefix=output_prefix,
-            delivery_timeout=delivery_timeout,
-        )
+    # Subscribed before RunCommand, so no result slips between the call and the wait.
+    async with EventStream(
+        [names.TASK_COMPLETED, names.OUTPUT_DELIVERED], get_run_logger()
+    ) as events:
+        await _run_and_wait(credentials, report, rows, instance_ids, spec, events)
 
 
 async def _run_and_wait(
@@ -86,32 +81,24 @@ async def _run_and_wait(
     report: RunReport,
     rows: dict[str, InstanceReport],
     instance_ids: Sequence[str],
+    spec: CommandSpec,
     events: EventStream,
-    *,
-    script: str,
-    name: str,
-    command_type: str,
-    parameters: dict[str, str] | None,
-    timeout: int,
-    output_bucket: str | None,
-    output_prefix: str | None,
-    delivery_timeout: float,
 ) -> None:
     invocations = commands.run_command(
         credentials,
         instance_ids,
-        script,
-        name=name,
-        command_type=command_type,
-        parameters=parameters,
-        timeout=timeout,
-        output_bucket=output_bucket,
-        output_prefix=output_prefix,
+        spec.script,
+        name=spec.name,
+        command_type=spec.command_type,
+        parameters=spec.parameters,
+        timeout=spec.timeout,
+        output_bucket=spec.output_bucket,
+        output_prefix=spec.output_prefix,
     )
-    report.command = name
+    report.command = spec.name
     report.invoke_ids = [i.invoke_id for i in invocations]
     results = await waits.wait_for_results(
-        credentials, invocations, timeout=timeout + RESULT_GRACE_SECONDS, stream=events
+        credentials, invocations, timeout=spec.timeout + spec.result_grace, stream=events
     )
     report.waits.append(WaitSummary.of(results.wait))
     records = results.records
@@ -122,9 +109,9 @@ async def _run_and_wait(
     deliverable = {
         k: r for k, r in records.items() if r.final and r.status not in NO_OUTPUT_STATUSES
     }
-    if output_bucket and deliverable:
+    if spec.output_bucket and deliverable:
         delivery, delivered = await waits.wait_for_output_delivery(
-            credentials, invocations, deliverable, timeout=delivery_timeout, stream=events
+            credentials, invocations, deliverable, timeout=spec.delivery_timeout, stream=events
         )
         report.waits.append(WaitSummary.of(delivery))
         records = {**records, **delivered}
@@ -140,6 +127,15 @@ async def _run_and_wait(
             row.output, row.output_source = output.text, output.source
             if output.error and row.error is None and row.status == "Success":
                 get_run_logger().warning("%s: %s", instance_id, output.error)
+
+
+def will_retry() -> bool:
+    """Whether Prefect will retry this flow run if it fails now: then its instances are kept,
+    and the retry finds them again through RunInstances' ClientToken."""
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None or context.flow is None:
+        return False
+    return context.flow_run.run_count <= (context.flow.retries or 0)
 
 
 def finish(report: RunReport, key: str, on_failure: FailurePolicy) -> RunReport:

@@ -52,6 +52,9 @@ def prefect_server() -> Iterator[object]:
     try:
         yield server
     finally:
+        from alicloud_runbooks.stack import flush_prefect_clients
+
+        flush_prefect_clients()
         server.stop()
 
 

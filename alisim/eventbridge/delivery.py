@@ -28,10 +28,10 @@ import aiohttp
 
 from alisim.eventbridge.models import RetryStrategy, retry_delays
 from alisim.events.documents import iso_utc_ms
+from alisim.faults import DeliveryFault
 
 if TYPE_CHECKING:
     from alisim.cloud import Cloud
-    from alisim.faults import DeliveryFault
 
 log = logging.getLogger("alisim.eventbridge")
 
@@ -116,6 +116,8 @@ class DeliveryEngine:
         self._loop = loop
         faults = self.cloud.faults
         plan = faults.plan.delivery
+        if not plan.applies_to(delivery.event_type):
+            plan = DeliveryFault()
         if plan.drop_rate and random.random() < plan.drop_rate:
             faults.injected += 1
             self._record(delivery, 0, "dropped", error="dropped by fault injection")

@@ -1,0 +1,353 @@
+"""The runbooks end to end: flows on a real Prefect server, the official SDKs against alisim,
+events through alisim's EventBridge → the relay → Prefect, and faults injected on the way."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from alibabacloud_ecs20140526 import models as ecs
+
+from alicloud_runbooks.report import RunReport
+from alicloud_runbooks.stack import LocalStack
+from alisim.config import zero_delay_settings
+from flows.provision_and_run import provision_and_run
+from flows.run_command import run_command
+from tests.helpers import wait_until
+
+BUCKET = "runbook-outputs"
+LONG_SCRIPT = """\
+echo "{{greeting}} from $INSTANCE_ID"
+i=0; while [ $i -lt 2000 ]; do echo "line $i of a report longer than 24 KB"; i=$((i+1)); done
+echo "the end"
+"""
+# Short deadlines so that reconciliation, when a test needs it, comes within seconds.
+FAST = {"heartbeat_timeout": 3, "result_grace": 3, "delivery_timeout": 3}
+
+
+@pytest.fixture(scope="module")
+def stack(prefect_server) -> Iterator[LocalStack]:
+    """A stack that shares the session's Prefect server, with its own alisim and relay."""
+    local = LocalStack(sim_settings=zero_delay_settings())
+    local.start(prefect=prefect_server)
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture
+def cloud(stack: LocalStack) -> Iterator[LocalStack]:
+    """The stack with an empty cloud, fresh rules, an output bucket and flows pointed at it."""
+    httpx.post(f"{stack.sim_url}/_alisim/reset").raise_for_status()
+    httpx.patch(
+        f"{stack.sim_url}/_alisim/settings", json=zero_delay_settings().model_dump()
+    ).raise_for_status()
+    stack.subscribe()
+    stack.credentials().oss_bucket(BUCKET).create_bucket()
+    with stack.prefect_client_settings():
+        yield stack
+
+
+def faults(stack: LocalStack, **plan: Any) -> None:
+    httpx.post(f"{stack.sim_url}/_alisim/faults", json=plan).raise_for_status()
+
+
+def describe_calls(stack: LocalStack) -> dict[str, int]:
+    return {k: v for k, v in stack.api_calls().get("Ecs", {}).items() if k.startswith("Describe")}
+
+
+def run(flow: Any, stack: LocalStack, **params: Any) -> RunReport:
+    return asyncio.run(flow(credentials=stack.credentials(), **params))
+
+
+def run_state(flow: Any, stack: LocalStack, **params: Any):  # type: ignore[no-untyped-def]
+    return asyncio.run(flow(credentials=stack.credentials(), return_state=True, **params))
+
+
+def statuses(report: RunReport) -> list[tuple[str, int | None]]:
+    return [(i.status, i.exit_code) for i in report.instances]
+
+
+def test_provision_and_run_settles_every_step_by_event_with_no_describe_call(cloud) -> None:
+    report = run(
+        provision_and_run,
+        cloud,
+        count=3,
+        script=LONG_SCRIPT,
+        parameters={"greeting": "hello"},
+        output_bucket=BUCKET,
+    )
+    assert statuses(report) == [("Success", 0)] * 3
+    for row in report.instances:
+        assert row.settled_by == {"heartbeat": "event", "result": "event", "output": "event"}
+        assert row.output_source == "oss"
+        assert row.output.startswith(f"hello from {row.instance_id}\n")
+        assert row.output.rstrip().endswith("the end")
+        assert len(row.output) > 24 * 1024
+        assert row.oss_uri == f"oss://{BUCKET}/runbooks/{report.invoke_ids[0]}/{row.instance_id}"
+        assert row.heartbeat_seconds is not None
+    assert [w.name for w in report.waits] == ["FirstHeartbeat", "TaskCompleted", "OutputDelivered"]
+    assert describe_calls(cloud) == {}
+    calls = cloud.api_calls()["Ecs"]
+    assert calls["RunInstances"] == 1 and calls["RunCommand"] == 1 and calls["DeleteInstances"] == 1
+    assert report.deleted
+
+
+def test_the_run_is_visible_in_prefect_artifacts_and_events(cloud, prefect_server) -> None:
+    state = run_state(provision_and_run, cloud, count=2, script="echo seen", output_bucket=BUCKET)
+    assert state.is_completed()
+    flow_run_id = str(state.state_details.flow_run_id)
+
+    api = prefect_server.api_url
+
+    def found() -> Any:
+        artifacts = httpx.post(
+            f"{api}/artifacts/filter",
+            json={
+                "artifacts": {"flow_run_id": {"any_": [flow_run_id]}},
+                "limit": 50,
+                "sort": "CREATED_DESC",
+            },
+        ).json()
+        events = httpx.post(
+            f"{api}/events/filter",
+            json={
+                "filter": {
+                    "event": {"prefix": ["runbooks."]},
+                    "related": {"id": [f"prefect.flow-run.{flow_run_id}"]},
+                },
+                "limit": 50,
+            },
+        ).json()["events"]
+        names = {e["event"] for e in events}
+        wanted = {"runbooks.wait.started", "runbooks.wait.finished", "runbooks.command.invoked"}
+        if wanted <= names and len(artifacts) >= 2:
+            return artifacts, events, httpx.get(f"{api}/flow_runs/{flow_run_id}").json()
+        return None
+
+    artifacts, events, flow_run = wait_until(found, timeout=20, interval=0.3)
+    table = next(a for a in artifacts if a["type"] == "table")
+    assert table["key"] == "provision-and-run"
+    assert "settled_by" in table["data"] and "heartbeat: event" in table["data"]
+    summary = next(a for a in artifacts if a["type"] == "markdown")
+    assert "2 of 2 instances succeeded" in summary["data"]
+    invoked = next(e for e in events if e["event"] == "runbooks.command.invoked")
+    assert invoked["resource"]["prefect.resource.id"].startswith("acs.ecs.invocation.t-")
+    # The secret never reaches the server with the flow run's parameters.
+    secret = cloud.credentials().access_key_secret.get_secret_value()
+    assert secret not in str(flow_run["parameters"])
+
+
+def test_a_failing_command_fails_the_run_or_is_reported_by_policy(cloud) -> None:
+    script = 'echo "about to fail" >&2; exit 3'
+    state = run_state(provision_and_run, cloud, count=2, script=script, output_bucket=BUCKET)
+    assert state.is_failed()
+    message = state.message or str(state.result(raise_on_failure=False))
+    assert "2 of 2 instances failed" in message
+    report = run(
+        provision_and_run,
+        cloud,
+        count=2,
+        script=script,
+        output_bucket=BUCKET,
+        on_failure="continue",
+    )
+    assert statuses(report) == [("Failed", 3)] * 2
+    assert all("about to fail" in (r.output or "") for r in report.instances)
+    assert len(report.failed) == 2
+
+
+def test_a_command_that_times_out_is_reported_as_timeout(cloud) -> None:
+    report = run(
+        provision_and_run,
+        cloud,
+        count=1,
+        script="echo started; sleep 30",
+        timeout=1,
+        output_bucket=BUCKET,
+        on_failure="continue",
+    )
+    row = report.instances[0]
+    assert row.status == "Timeout"
+    assert row.settled_by["result"] == "event"
+    assert "started" in (row.output or "")
+
+
+def test_dropped_heartbeats_are_settled_by_one_reconciliation_call(cloud) -> None:
+    faults(
+        cloud,
+        delivery={"drop_rate": 1.0, "event_types": ["ecs:CloudAssistant:FirstHeartbeat"]},
+    )
+    report = run(provision_and_run, cloud, count=3, script="echo ok", output_bucket=BUCKET, **FAST)
+    assert statuses(report) == [("Success", 0)] * 3
+    for row in report.instances:
+        assert row.settled_by == {
+            "heartbeat": "reconciliation",
+            "result": "event",
+            "output": "event",
+        }
+    assert describe_calls(cloud) == {"DescribeCloudAssistantStatus": 1}
+
+
+def test_dropped_task_completed_events_are_reconciled_with_the_right_status(cloud) -> None:
+    faults(
+        cloud,
+        delivery={"drop_rate": 1.0, "event_types": ["ecs:CloudAssistant:TaskCompleted"]},
+    )
+    report = run(
+        provision_and_run,
+        cloud,
+        count=3,
+        script="echo partial; exit 7",
+        timeout=2,
+        output_bucket=BUCKET,
+        on_failure="continue",
+        **FAST,
+    )
+    assert statuses(report) == [("Failed", 7)] * 3
+    assert {r.settled_by["result"] for r in report.instances} == {"reconciliation"}
+    assert {r.settled_by["output"] for r in report.instances} == {"event"}
+    assert describe_calls(cloud) == {"DescribeInvocationResults": 1}
+
+
+def test_duplicated_and_reordered_events_are_counted_once(cloud) -> None:
+    faults(cloud, delivery={"duplicate_rate": 1.0, "reorder_rate": 0.5, "reorder_hold_ms": 200})
+    report = run(provision_and_run, cloud, count=4, script="echo ok", output_bucket=BUCKET)
+    assert statuses(report) == [("Success", 0)] * 4
+    assert len({r.instance_id for r in report.instances}) == 4
+    for wait in report.waits:
+        assert (wait.instances, wait.by_event, wait.unsettled) == (4, 4, 0)
+    assert describe_calls(cloud) == {}
+
+
+def test_with_the_relay_unreachable_every_wait_ends_by_reconciliation(cloud) -> None:
+    from alicloud_runbooks.servers import free_port
+    from alicloud_runbooks.subscribe import subscribe
+
+    subscribe(
+        cloud.credentials().eventbridge_client(),
+        target_url=f"http://127.0.0.1:{free_port()}/eventbridge",
+        token=cloud.token,
+        dead_letter_arn="acs:mns:cn-hangzhou::/queues/x",
+    )
+    report = run(
+        provision_and_run,
+        cloud,
+        count=2,
+        script="echo ok",
+        timeout=2,
+        output_bucket=BUCKET,
+        **FAST,
+    )
+    assert statuses(report) == [("Success", 0)] * 2
+    for row in report.instances:
+        assert set(row.settled_by.values()) == {"reconciliation"}
+        assert row.output_source == "oss"
+    assert describe_calls(cloud) == {
+        "DescribeCloudAssistantStatus": 1,
+        "DescribeInvocationResults": 2,
+    }
+
+
+def test_an_agent_too_old_for_first_heartbeat_is_a_clear_error(cloud) -> None:
+    httpx.patch(
+        f"{cloud.sim_url}/_alisim/settings", json={"agent_versions": {"linux": "1.0.1.100"}}
+    ).raise_for_status()
+    state = run_state(provision_and_run, cloud, count=1, script="echo ok", **FAST)
+    assert state.is_failed()
+    report = run(provision_and_run, cloud, count=1, script="echo ok", on_failure="continue", **FAST)
+    row = report.instances[0]
+    assert row.status == "NoHeartbeat"
+    assert "1.0.1.100" in row.error and "later than 1.0.2.569" in row.error
+    assert describe_calls(cloud).get("DescribeInvocationResults") is None
+
+
+def test_a_retried_flow_run_reuses_its_instances(cloud) -> None:
+    # RunCommand fails once (not retried by the SDK), so Prefect retries the whole flow run.
+    faults(
+        cloud,
+        api=[{"product": "Ecs", "action": "RunCommand", "error": "InternalError", "count": 1}],
+    )
+    flaky = provision_and_run.with_options(retries=1, retry_delay_seconds=0)
+    report = asyncio.run(
+        flaky(credentials=cloud.credentials(), count=3, script="echo ok", output_bucket=BUCKET)
+    )
+    assert statuses(report) == [("Success", 0)] * 3
+    calls = cloud.api_calls()["Ecs"]
+    assert calls["RunInstances"] == 2 and calls["RunCommand"] == 2
+    listed = (
+        cloud.credentials()
+        .ecs_client()
+        .describe_instances(ecs.DescribeInstancesRequest(region_id="cn-hangzhou", max_results=100))
+    )
+    assert listed.body.total_count in (0, None) or len(listed.body.instances.instance) == 0
+    created = httpx.get(
+        f"{cloud.sim_url}/_alisim/events", params={"type": "ecs:CloudAssistant:FirstHeartbeat"}
+    ).json()["events"]
+    assert len(created) == 3
+
+
+def test_run_command_on_instances_chosen_by_tag_or_id(cloud) -> None:
+    client = cloud.credentials().ecs_client()
+
+    def launch(tag: str, count: int) -> list[str]:
+        return client.run_instances(
+            ecs.RunInstancesRequest(
+                region_id="cn-hangzhou",
+                image_id="aliyun_3_x64",
+                instance_type="ecs.g7.large",
+                amount=count,
+                tag=[ecs.RunInstancesRequestTag(key="fleet", value=tag)],
+            )
+        ).body.instance_id_sets.instance_id_set
+
+    web, db = launch("web", 2), launch("db", 1)
+
+    wait_until(
+        lambda: all(
+            s.cloud_assistant_status == "true"
+            for s in client.describe_cloud_assistant_status(
+                ecs.DescribeCloudAssistantStatusRequest(
+                    region_id="cn-hangzhou", instance_id=web + db
+                )
+            ).body.instance_cloud_assistant_status_set.instance_cloud_assistant_status
+        )
+    )
+    by_tag = run(run_command, cloud, script="echo $INSTANCE_ID", tags={"fleet": "web"})
+    assert sorted(r.instance_id for r in by_tag.instances) == sorted(web)
+    assert all(r.output.strip() == r.instance_id for r in by_tag.instances)
+    assert all(r.output_source == "inline" for r in by_tag.instances)
+    by_id = run(
+        run_command, cloud, script="echo $INSTANCE_ID", instance_ids=db, output_bucket=BUCKET
+    )
+    assert [(r.instance_id, r.status, r.output_source) for r in by_id.instances] == [
+        (db[0], "Success", "oss")
+    ]
+
+
+def test_wrong_credentials_give_one_clear_error_without_the_secret(cloud) -> None:
+    from alicloud_runbooks.blocks import AlibabaCloudCredentials
+
+    wrong = cloud.credentials().model_copy(
+        update={
+            "access_key_secret": AlibabaCloudCredentials(
+                access_key_id="x", access_key_secret="definitely-wrong-secret"
+            ).access_key_secret
+        }
+    )
+    state = asyncio.run(
+        provision_and_run(credentials=wrong, count=1, script="echo", return_state=True)
+    )
+    assert state.is_failed()
+    with pytest.raises(Exception) as raised:
+        state.result()
+    text = str(raised.value)
+    assert "RunInstances failed: SignatureDoesNotMatch" in text
+    assert "check the credentials block" in text
+    assert "definitely-wrong-secret" not in text
+    assert "string to sign" not in text
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
