@@ -15,6 +15,7 @@ import signal
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
@@ -52,15 +53,20 @@ class _Stop(Exception):
 
 
 @contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    def handler(signum: int, frame: object) -> None:
+def _stop_signals() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt even where it was ignored (a background job of a
+    script), SIGTERM raises _Stop: either way everything started is stopped."""
+
+    def terminate(signum: int, frame: object) -> None:
         raise _Stop(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous_term = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 class _QuietTaskStates(logging.Filter):
@@ -268,7 +274,7 @@ def run_demo(
     use_prefect_console_logging()
     stack = LocalStack(sim_settings=_sim_settings(time_scale))
     try:
-        with _sigterm_raises():
+        with _stop_signals():
             _start(stack, out)
             return _demo_run(stack, instances, out)
     except (KeyboardInterrupt, _Stop):
@@ -386,7 +392,7 @@ def run_up(
     use_prefect_console_logging()
     stack = LocalStack(sim_settings=_sim_settings(time_scale))
     try:
-        with _sigterm_raises():
+        with _stop_signals():
             _start(stack, out)
             with stack.prefect_client_settings():
                 credentials = stack.credentials()
@@ -398,7 +404,11 @@ def run_up(
                 from deployments.serve import serve
 
                 # Prefect's runner replaces the SIGTERM handler with one that raises
-                # SystemExit(0); Ctrl-C ends `serve` by returning.
+                # SystemExit(0) (and warns of a coroutine it never awaits, a Prefect 3.8
+                # slip); Ctrl-C ends `serve` by returning.
+                warnings.filterwarnings(
+                    "ignore", message="coroutine 'Runner.astop' was never awaited"
+                )
                 serve(CREDENTIALS_BLOCK, enable_triggers=enable_triggers)
     except (KeyboardInterrupt, _Stop, SystemExit):
         pass

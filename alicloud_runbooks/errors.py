@@ -60,6 +60,8 @@ def translate(doing: str, exc: Exception) -> AlibabaCloudError:
         return AlibabaCloudError(doing, exc.code or "Unknown", message, exc.request_id)
     if isinstance(exc, UnretryableException):
         cause = exc.inner_exception or exc
+        if isinstance(cause, CredentialException):
+            return translate(doing, cause)
         detail = getattr(cause, "message", None) or str(cause)
         if "Connection refused" in detail or "Failed to establish" in detail:
             detail = "connection refused: the endpoint is down or the address is wrong"
