@@ -351,3 +351,17 @@ def test_wrong_credentials_give_one_clear_error_without_the_secret(cloud) -> Non
     assert "definitely-wrong-secret" not in text
     assert "string to sign" not in text
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+def test_when_oss_delivery_fails_the_inline_output_is_used_and_marked_truncated(cloud) -> None:
+    report = run(
+        provision_and_run, cloud, count=2, script=LONG_SCRIPT, output_bucket="no-such-bucket"
+    )
+    assert statuses(report) == [("Success", 0)] * 2
+    for row in report.instances:
+        assert row.settled_by["output"] == "event"
+        assert row.output_source == "inline-truncated"
+        assert row.oss_uri is None
+        assert len(row.output.encode()) <= 24 * 1024
+        assert row.row()["output_preview"].endswith("[inline, truncated at 24 KB]")
+    assert describe_calls(cloud) == {"DescribeInvocationResults": 1}
