@@ -164,9 +164,14 @@ class EventStream:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop listening (idempotent); what was received stays readable."""
         if self._pump is not None:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
+            self._pump = None
 
     async def _run(self) -> None:
         while True:

@@ -70,6 +70,7 @@ async def provision_and_run(
                 timeout=heartbeat_timeout,
                 stream=heartbeat_events,
             )
+            await heartbeat_events.close()
             report.waits.append(WaitSummary.of(heartbeats.wait))
             for instance_id, settled in heartbeats.wait.settled.items():
                 rows[instance_id].settled_by["heartbeat"] = settled.by
