@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from alicloud_runbooks.report import RunReport
-from alicloud_runbooks.stack import LocalStack
+from alicloud_runbooks.servers import PrefectServer
+from alicloud_runbooks.stack import LocalStack, flush_prefect_clients
 
 BUCKET = "runbooks-demo"
 OUTPUTS_BUCKET = "runbooks-outputs"
@@ -48,8 +49,9 @@ echo "{{ACS::InstanceId}}: {{checks}} checks passed"
 # -- shared by demo and up ---------------------------------------------------------------
 
 
-class _Stop(Exception):
-    """SIGTERM, turned into an exception so that the `finally` blocks run."""
+class _Stop(BaseException):
+    """SIGTERM, turned into an exception that `except Exception` does not swallow, so that
+    the `finally` blocks run."""
 
 
 @contextmanager
@@ -107,25 +109,24 @@ def _masked_relay_url(stack: LocalStack) -> str:
     return f"{stack.relay_url}?token=****"
 
 
-def _flush_prefect_clients() -> None:
-    """Send the queued flow-run logs and events while the server is still up, so that no
-    '--- Error logging to API ---' follows the shutdown."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogHandler
-
-    try:
-        APILogHandler().flush()
-        EventsWorker.drain_all(timeout=5)
-    except Exception as exc:  # never let the flush hide the run's own outcome
-        logging.getLogger(__name__).debug("flushing Prefect clients failed: %s", exc)
+# The Prefect server as LocalStack would start it, but held here from before it starts:
+# LocalStack keeps its own server only once `PrefectServer.start()` has returned, so Ctrl-C
+# during that start (the slowest part, ~10 s) would leave `prefect server start`, in a
+# session of its own, running on.
+PREFECT_SERVER_ENV = {"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"}
 
 
-def _start(stack: LocalStack, out: TextIO) -> None:
+def _start(stack: LocalStack, prefect: PrefectServer, out: TextIO) -> None:
     print("Starting a Prefect server, alisim, the relay and the EventBridge rules…", file=out)
     started = time.monotonic()
-    stack.start()
+    try:
+        prefect.start()
+    except BaseException:
+        prefect.stop()
+        raise
+    stack.start(prefect=prefect)
     print(f"Stack up in {time.monotonic() - started:.1f}s:", file=out)
-    print(f"  Prefect UI       {stack.prefect.ui_url}", file=out)  # type: ignore[union-attr]
+    print(f"  Prefect UI       {prefect.ui_url}", file=out)
     print(f"  Prefect API      {stack.api_url}", file=out)
     print(
         f"  alisim           {stack.sim.endpoint} (region {stack.sim_settings.region}, "  # type: ignore[union-attr]
@@ -137,9 +138,12 @@ def _start(stack: LocalStack, out: TextIO) -> None:
         print(f"  EventBridge      {line}", file=out)
 
 
-def _stop(stack: LocalStack, out: TextIO) -> None:
-    _flush_prefect_clients()
-    stack.stop()
+def _stop(stack: LocalStack, prefect: PrefectServer, out: TextIO) -> None:
+    stack.stop()  # the relay and alisim: the Prefect server is ours
+    # This process's queued run logs and events go out while their server is still up, so
+    # no "--- Error logging to API ---" follows the shutdown.
+    flush_prefect_clients()
+    prefect.stop()
     print("Stopped the Prefect server, alisim and the relay.", file=out, flush=True)
 
 
@@ -270,18 +274,21 @@ def run_demo(
 ) -> int:
     """Start the stack, run provision_and_run once, print the figures, stop the stack.
     0 if every instance succeeded, 1 otherwise (and on Ctrl-C)."""
+    from prefect.exceptions import TerminationSignal  # a flow run's own SIGTERM handler
+
     out = out or sys.stdout
     use_prefect_console_logging()
     stack = LocalStack(sim_settings=_sim_settings(time_scale))
+    prefect = PrefectServer(extra_env=PREFECT_SERVER_ENV)
     try:
         with _stop_signals():
-            _start(stack, out)
+            _start(stack, prefect, out)
             return _demo_run(stack, instances, out)
-    except (KeyboardInterrupt, _Stop):
+    except (KeyboardInterrupt, _Stop, TerminationSignal):
         print("\nInterrupted; shutting down.", file=out)
         return 1
     finally:
-        _stop(stack, out)
+        _stop(stack, prefect, out)
 
 
 def _demo_run(stack: LocalStack, instances: int, out: TextIO) -> int:
@@ -317,8 +324,6 @@ def _demo_run(stack: LocalStack, instances: int, out: TextIO) -> int:
         except Exception as exc:
             print(f"\nThe flow run failed: {type(exc).__name__}: {exc}", file=out)
             return 1
-        finally:
-            _flush_prefect_clients()
     seconds = time.monotonic() - started
     runbook = _diff(_flat_calls(stack.api_calls()), before)
     setup = before
@@ -335,7 +340,7 @@ def _demo_run(stack: LocalStack, instances: int, out: TextIO) -> int:
         print(line, file=out)
     print(
         f"\nThe run, its table artifact and its events are in the Prefect UI at "
-        f"{stack.prefect.ui_url} until the shutdown below.",  # type: ignore[union-attr]
+        f"{stack.api_url.removesuffix('/api')} until the shutdown below.",
         file=out,
         flush=True,
     )
@@ -388,12 +393,15 @@ def run_up(
 ) -> int:
     """Start the stack, save the `alisim` credentials block, serve the deployments until
     Ctrl-C or SIGTERM, then stop everything. 0 on a clean stop."""
+    from prefect.exceptions import TerminationSignal
+
     out = out or sys.stdout
     use_prefect_console_logging()
     stack = LocalStack(sim_settings=_sim_settings(time_scale))
+    prefect = PrefectServer(extra_env=PREFECT_SERVER_ENV)
     try:
         with _stop_signals():
-            _start(stack, out)
+            _start(stack, prefect, out)
             with stack.prefect_client_settings():
                 credentials = stack.credentials()
                 credentials.save(CREDENTIALS_BLOCK, overwrite=True)
@@ -410,9 +418,9 @@ def run_up(
                     "ignore", message="coroutine 'Runner.astop' was never awaited"
                 )
                 serve(CREDENTIALS_BLOCK, enable_triggers=enable_triggers)
-    except (KeyboardInterrupt, _Stop, SystemExit):
+    except (KeyboardInterrupt, _Stop, TerminationSignal, SystemExit):
         pass
     finally:
         print("\nShutting down…", file=out, flush=True)
-        _stop(stack, out)
+        _stop(stack, prefect, out)
     return 0

@@ -131,6 +131,15 @@ class PrefectServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        try:
+            self._await_health(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _await_health(self, timeout: float) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -140,11 +149,10 @@ class PrefectServer:
                 )
             try:
                 if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
-                    return self
+                    return
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                self.stop()
                 raise RuntimeError(f"prefect server did not answer within {timeout}s")
             time.sleep(0.25)
 

@@ -46,16 +46,20 @@ class LocalStack:
 
     def start(self, prefect: PrefectServer | None = None) -> LocalStack:
         try:
+            # Each handle is kept before it starts, so stop() reaches a half-started server.
             if prefect is None:
                 self.prefect = PrefectServer(
                     extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"}
-                ).start()
+                )
+                self.prefect.start()
             else:
                 self.prefect, self._own_prefect = prefect, False
-            self.sim = AlisimServer(self.sim_settings).start()
+            self.sim = AlisimServer(self.sim_settings)
+            self.sim.start()
             self.relay = ThreadedServer(
                 create_app(RelaySettings(token=self.token, prefect_api_url=self.api_url))
-            ).start()
+            )
+            self.relay.start()
             self.subscribe()
         except BaseException:
             self.stop()
@@ -120,7 +124,8 @@ class LocalStack:
         with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
             yield
 
-    def api_calls(self) -> dict[str, int]:
+    def api_calls(self) -> dict[str, dict[str, int]]:
+        """API calls alisim counted, per product and action."""
         response = httpx.get(f"{self.sim_url}/_alisim/calls")
         response.raise_for_status()
         return response.json()["calls"]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
 
-from alicloud_runbooks.blocks import AlibabaCloudCredentials
+from alicloud_runbooks.blocks import AlibabaCloudCredentials, resolve_credentials
 from alicloud_runbooks.events import names
 from alicloud_runbooks.report import InstanceReport, RunReport, WaitSummary
 from alicloud_runbooks.waiter import EventStream
@@ -37,12 +37,15 @@ async def provision_and_run(
     tags: dict[str, str] | None = None,
     name: str = "provision-and-run",
     credentials: AlibabaCloudCredentials | None = None,
+    credentials_block: str | None = None,
 ) -> RunReport:
     """`count` instances, one command on all of them, outputs from OSS (`output_bucket`) or
     inline. `on_failure="fail"` fails the run if any instance fails; `"continue"` reports.
     Deadlines: `heartbeat_timeout`, the command's `timeout` plus `result_grace`, and
-    `delivery_timeout`; past one, a single batched Describe call settles what is left."""
-    credentials = credentials or AlibabaCloudCredentials.from_environment()
+    `delivery_timeout`; past one, a single batched Describe call settles what is left.
+    Credentials: `credentials`, else the saved block named `credentials_block`, else the
+    environment and the default chain."""
+    credentials = await resolve_credentials(credentials, credentials_block)
     report = RunReport(flow="provision-and-run", started_at=datetime.now(UTC))
     command = CommandSpec(
         script=script,
@@ -90,7 +93,15 @@ async def provision_and_run(
                 )
                 raise
             if not keep_instances:
-                delete_instances(credentials, launched.instance_ids)
+                try:
+                    delete_instances(credentials, launched.instance_ids)
+                except Exception as cleanup:
+                    # The original failure matters more than the cleanup's.
+                    get_run_logger().error(
+                        "Could not delete instances %s: %s; delete them by hand",
+                        ", ".join(launched.instance_ids),
+                        cleanup,
+                    )
             raise
         if not keep_instances:
             delete_instances(credentials, launched.instance_ids)

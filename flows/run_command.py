@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from prefect import flow
 
-from alicloud_runbooks.blocks import AlibabaCloudCredentials
+from alicloud_runbooks.blocks import AlibabaCloudCredentials, resolve_credentials
 from alicloud_runbooks.report import InstanceReport, RunReport
 from flows.steps import CommandSpec, FailurePolicy, finish, run_and_collect
 from tasks.instances import select_instances
@@ -28,9 +28,11 @@ async def run_command(
     delivery_timeout: float = 60,
     name: str = "run-command",
     credentials: AlibabaCloudCredentials | None = None,
+    credentials_block: str | None = None,
 ) -> RunReport:
-    """`instance_ids`, or every running instance carrying all of `tags`."""
-    credentials = credentials or AlibabaCloudCredentials.from_environment()
+    """`instance_ids`, or every running instance carrying all of `tags`. Credentials:
+    `credentials`, else the saved block named `credentials_block`, else the environment."""
+    credentials = await resolve_credentials(credentials, credentials_block)
     report = RunReport(flow="run-command", started_at=datetime.now(UTC))
     chosen = select_instances(credentials, instance_ids, tags)
     rows = {i: InstanceReport(instance_id=i) for i in chosen}

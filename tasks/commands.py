@@ -69,7 +69,8 @@ def run_command(
             instance_id=batch,
             name=name,
             timeout=timeout,
-            enable_parameter=bool(parameters),
+            # Built-in parameters ({{ACS::InstanceId}}) are replaced only with parameters on.
+            enable_parameter=bool(parameters) or "{{ACS::" in script,
             parameters=parameters or None,
             oss_output_delivery=delivery,
             client_token=client_token("run-command", index, name, *batch),

@@ -1,0 +1,203 @@
+"""Serve the runbooks as deployments, without a work pool, on the Prefect server that
+`PREFECT_API_URL` names: the deployments, parameters, schedules and triggers of prefect.yaml
+(read from it, so the two never drift), with the credentials block chosen by name.
+
+    PREFECT_API_URL=http://127.0.0.1:4200/api python -m deployments.serve --credentials alisim
+
+Each run loads the block named by its `credentials_block` parameter when it starts, so a
+block saved again later is picked up by the next run. `--default-chain` leaves the parameter
+out: the flows then use `AlibabaCloudCredentials.from_environment()` in the serving
+process's environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from prefect import Flow
+    from prefect.deployments.runner import RunnerDeployment
+    from prefect.events import DeploymentTriggerTypes
+    from prefect.schedules import Schedule
+
+PROJECT_FILE = Path(__file__).resolve().parent.parent / "prefect.yaml"
+BLOCK_TYPE_SLUG = "alibaba-cloud-credentials"
+DEFAULT_BLOCK = "alisim"
+
+
+def load_project(path: Path = PROJECT_FILE) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        project = yaml.safe_load(handle)
+    if not isinstance(project, dict) or not isinstance(project.get("deployments"), list):
+        raise ValueError(f"{path}: no `deployments` list")
+    return project
+
+
+def load_flow(entrypoint: str) -> Flow[Any, Any]:
+    """`flows/run_command.py:run_command` -> the flow object, imported as a module (the
+    project is installed, so the served deployments use module-path entrypoints)."""
+    from prefect import Flow
+
+    path, _, name = entrypoint.rpartition(":")
+    if not path or not name:
+        raise ValueError(f"entrypoint {entrypoint!r} is not `path/to/file.py:flow_function`")
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    found = getattr(module, name, None)
+    if not isinstance(found, Flow):
+        raise ValueError(f"entrypoint {entrypoint!r} is not a flow")
+    return found
+
+
+def schedule_of(spec: dict[str, Any]) -> Schedule:
+    """One `schedules:` entry of prefect.yaml (cron, interval or rrule) as a Schedule."""
+    from prefect.schedules import Cron, Interval, RRule
+
+    common = {
+        "timezone": spec.get("timezone"),
+        "active": spec.get("active", True),
+        "parameters": spec.get("parameters") or {},
+        "slug": spec.get("slug"),
+    }
+    if "cron" in spec:
+        return Cron(spec["cron"], day_or=spec.get("day_or", True), **common)
+    if "interval" in spec:
+        interval = spec["interval"]
+        if isinstance(interval, int | float):
+            interval = timedelta(seconds=interval)
+        return Interval(interval, anchor_date=spec.get("anchor_date"), **common)
+    if "rrule" in spec:
+        return RRule(spec["rrule"], **common)
+    raise ValueError(f"schedule {spec!r}: give one of cron, interval or rrule")
+
+
+def triggers_of(
+    deployment_name: str, specs: Sequence[dict[str, Any]], *, enable: bool = False
+) -> list[DeploymentTriggerTypes]:
+    """The `triggers:` entries, validated as `prefect deploy` does (same default names)."""
+    from prefect.events import DeploymentTriggerTypes
+    from pydantic import TypeAdapter
+
+    adapter: TypeAdapter[DeploymentTriggerTypes] = TypeAdapter(DeploymentTriggerTypes)
+    triggers = []
+    for index, spec in enumerate(specs, start=1):
+        spec = {"name": f"{deployment_name}__automation_{index}", **spec}
+        if enable:
+            spec["enabled"] = True
+        triggers.append(adapter.validate_python(spec))
+    return triggers
+
+
+def build_deployments(
+    credentials_block: str | None = DEFAULT_BLOCK,
+    *,
+    enable_triggers: bool = False,
+    project: Path = PROJECT_FILE,
+) -> list[RunnerDeployment]:
+    """One RunnerDeployment per prefect.yaml deployment. `credentials_block=None`: no block,
+    the flows read credentials from the environment of the process that runs them."""
+    from prefect.deployments.runner import EntrypointType
+
+    deployments = []
+    for spec in load_project(project)["deployments"]:
+        flow = load_flow(spec["entrypoint"])
+        parameters = dict(spec.get("parameters") or {})
+        if credentials_block:
+            parameters["credentials_block"] = credentials_block
+        else:
+            parameters.pop("credentials_block", None)
+        deployments.append(
+            flow.to_deployment(
+                name=spec["name"],
+                description=spec.get("description"),
+                tags=spec.get("tags"),
+                version=spec.get("version"),
+                parameters=parameters,
+                schedules=[schedule_of(s) for s in spec.get("schedules") or []],
+                triggers=triggers_of(
+                    spec["name"], spec.get("triggers") or [], enable=enable_triggers
+                ),
+                enforce_parameter_schema=spec.get("enforce_parameter_schema", True),
+                entrypoint_type=EntrypointType.MODULE_PATH,
+            )
+        )
+    return deployments
+
+
+def check_block(name: str) -> str | None:
+    """None if the block can be loaded from the current Prefect server, else why not."""
+    from prefect.exceptions import ObjectNotFound
+
+    from alicloud_runbooks.blocks import AlibabaCloudCredentials
+
+    try:
+        AlibabaCloudCredentials.load(name)
+    except (ObjectNotFound, ValueError) as exc:
+        return f"no block {BLOCK_TYPE_SLUG}/{name} on this Prefect server ({exc})"
+    return None
+
+
+def serve(
+    credentials_block: str | None = DEFAULT_BLOCK,
+    *,
+    enable_triggers: bool = False,
+    limit: int | None = None,
+) -> None:
+    """Create or update the deployments and run their flow runs here until interrupted
+    (Ctrl-C; SIGTERM makes Prefect's runner exit with SystemExit(0))."""
+    from prefect import serve as prefect_serve
+
+    prefect_serve(
+        *build_deployments(credentials_block, enable_triggers=enable_triggers),
+        limit=limit,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m deployments.serve",
+        description="Serve provision-and-run and run-command as deployments (see prefect.yaml).",
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--credentials",
+        default=DEFAULT_BLOCK,
+        metavar="BLOCK",
+        help=f"name of the {BLOCK_TYPE_SLUG} block the runs use (default: %(default)s)",
+    )
+    which.add_argument(
+        "--default-chain",
+        action="store_true",
+        help="no block: credentials from this process's environment (RAM role, env vars)",
+    )
+    parser.add_argument(
+        "--enable-triggers",
+        action="store_true",
+        help="switch on the event triggers that prefect.yaml leaves disabled",
+    )
+    parser.add_argument("--limit", type=int, default=None, help="concurrent flow runs at most")
+    args = parser.parse_args(argv)
+    block = None if args.default_chain else args.credentials
+    if block and (problem := check_block(block)):
+        print(
+            f"deployments.serve: {problem}. Save one first, e.g. "
+            f'AlibabaCloudCredentials(...).save("{block}"), or `runbooks up`.',
+            file=sys.stderr,
+        )
+        return 2
+    serve(block, enable_triggers=args.enable_triggers, limit=args.limit)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
