@@ -32,6 +32,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.alisim_bench
+	$(BIN)/python -m bench.runbook_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

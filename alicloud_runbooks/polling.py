@@ -2,14 +2,15 @@
 
 A loop polls once at the start of each wait and then every `interval` seconds until the last
 instance is done; each poll costs one Describe call per 50 instances (the page and id limits
-of DescribeCloudAssistantStatus and DescribeInvocationResults).
+of DescribeCloudAssistantStatus and DescribeInvocationResults). It notices a wait's end at the
+first poll after it, up to a whole interval late, and the next step starts only then.
 """
 
 from __future__ import annotations
 
 import math
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from alicloud_runbooks.report import RunReport
 
@@ -24,7 +25,9 @@ DESCRIBE_ACTION = {
 class PollingEstimate(BaseModel):
     interval: float
     calls: dict[str, int]
-    mean_notice_delay_seconds: float
+    mean_notice_delay_seconds: float = Field(
+        description="per wait, from its last event to the poll that sees it, averaged"
+    )
 
     @property
     def total(self) -> int:
@@ -35,11 +38,10 @@ def estimate(report: RunReport, interval: float = 5.0) -> PollingEstimate:
     calls: dict[str, int] = {}
     delays: list[float] = []
     for wait in report.waits:
-        polls = math.ceil(wait.seconds / interval) + 1 if wait.seconds > 0 else 1
+        rounds = math.ceil(wait.seconds / interval)
         per_poll = math.ceil(wait.instances / IDS_PER_CALL)
         action = DESCRIBE_ACTION.get(wait.name, wait.name)
-        calls[action] = calls.get(action, 0) + polls * per_poll
-        # Each event lands uniformly within a polling interval: on average half of it late.
-        delays.append(interval / 2)
+        calls[action] = calls.get(action, 0) + (rounds + 1) * per_poll
+        delays.append(rounds * interval - wait.seconds)
     mean = sum(delays) / len(delays) if delays else 0.0
     return PollingEstimate(interval=interval, calls=calls, mean_notice_delay_seconds=mean)

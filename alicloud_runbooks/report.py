@@ -62,11 +62,17 @@ class WaitSummary(BaseModel):
     by_reconciliation: int
     unsettled: int
     seconds: float
-    reaction_ms: list[float] = Field(default_factory=list)
+    reaction_ms: list[float] = Field(
+        default_factory=list, description="source event → the wait settling it, per key"
+    )
+    delivery_ms: list[float] = Field(
+        default_factory=list, description="source event → its arrival in the flow's process"
+    )
 
     @classmethod
     def of(cls, result: WaitResult) -> WaitSummary:
         reactions = [ms for s in result.settled.values() if (ms := s.reaction_ms) is not None]
+        deliveries = [ms for s in result.settled.values() if (ms := s.delivery_ms) is not None]
         return cls(
             name=result.name,
             instances=len(result.settled) + len(result.unsettled),
@@ -75,14 +81,16 @@ class WaitSummary(BaseModel):
             unsettled=len(result.unsettled),
             seconds=(result.finished_at - result.started_at).total_seconds(),
             reaction_ms=sorted(reactions),
+            delivery_ms=sorted(deliveries),
         )
 
-    def percentile(self, q: float) -> float | None:
-        if not self.reaction_ms:
+    def percentile(self, q: float, of: str = "reaction_ms") -> float | None:
+        values: list[float] = getattr(self, of)
+        if not values:
             return None
-        if len(self.reaction_ms) == 1:
-            return self.reaction_ms[0]
-        return statistics.quantiles(self.reaction_ms, n=100, method="inclusive")[int(q) - 1]
+        if len(values) == 1:
+            return values[0]
+        return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
 class RunReport(BaseModel):

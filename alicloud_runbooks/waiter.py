@@ -41,16 +41,24 @@ class Settlement(BaseModel):
     key: str
     by: Literal["event", "reconciliation"]
     settled_at: datetime
+    received_at: datetime | None = None
     source_time: datetime | None = None
     event_id: str | None = None
     data: dict[str, Any] = {}
 
     @property
     def reaction_ms(self) -> float | None:
-        """Source event time to the moment the waiter had it."""
+        """Source event time to the moment the wait settled the key: the flow acting on it."""
         if self.source_time is None or self.by != "event":
             return None
         return (self.settled_at - self.source_time).total_seconds() * 1000
+
+    @property
+    def delivery_ms(self) -> float | None:
+        """Source event time to its arrival in the flow's process (the event path alone)."""
+        if self.source_time is None or self.received_at is None:
+            return None
+        return (self.received_at - self.source_time).total_seconds() * 1000
 
 
 class WaitResult(BaseModel):
@@ -138,6 +146,7 @@ class EventStream:
         self.reopen_every = reopen_every
         self.subscribe_timeout = subscribe_timeout
         self.received: list[Event] = []
+        self.arrived_at: dict[str, datetime] = {}
         self.connected = False
         self._seen: set[str] = set()
         self._arrived = asyncio.Event()
@@ -198,6 +207,7 @@ class EventStream:
         if str(event.id) in self._seen:
             return
         self._seen.add(str(event.id))
+        self.arrived_at[str(event.id)] = datetime.now(UTC)
         self.received.append(event)
         self._arrived.set()
 
@@ -216,7 +226,7 @@ class _Waiting:
         self.settled: dict[str, Settlement] = {}
         self.live = self.stored = self.reads = self.ignored = 0
 
-    def offer(self, event: Event, *, live: bool) -> None:
+    def offer(self, event: Event, *, live: bool, received_at: datetime | None = None) -> None:
         if event.event != self.spec.event:
             return
         key = self.spec.key_of(event)
@@ -230,10 +240,12 @@ class _Waiting:
             self.live += 1
         else:
             self.stored += 1
+        now = datetime.now(UTC)
         self.settled[key] = Settlement(
             key=key,
             by="event",
-            settled_at=datetime.now(UTC),
+            settled_at=now,
+            received_at=received_at or now,
             source_time=_source_time(event),
             event_id=str(event.id),
             data=dict(event.payload),
@@ -293,7 +305,8 @@ async def wait_for_events(
     def scan() -> None:
         nonlocal cursor
         while cursor < len(stream.received):
-            state.offer(stream.received[cursor], live=True)
+            event = stream.received[cursor]
+            state.offer(event, live=True, received_at=stream.arrived_at.get(str(event.id)))
             cursor += 1
 
     scan()

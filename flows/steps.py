@@ -69,9 +69,12 @@ async def run_and_collect(
     instance_ids: Sequence[str],
     spec: CommandSpec,
 ) -> None:
-    # Subscribed before RunCommand, so no result slips between the call and the wait.
+    # Subscribed before RunCommand, so no result slips between the call and the wait; only
+    # these instances' events, not every command's in the account.
     async with EventStream(
-        [names.TASK_COMPLETED, names.OUTPUT_DELIVERED], get_run_logger()
+        [names.TASK_COMPLETED, names.OUTPUT_DELIVERED],
+        get_run_logger(),
+        resource_ids=[names.instance_resource(i) for i in instance_ids],
     ) as events:
         await _run_and_wait(credentials, report, rows, instance_ids, spec, events)
 
