@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -120,32 +120,47 @@ def heartbeat_wait(instance_ids: Collection[str], since: datetime, timeout: floa
     )
 
 
-def task_completed_wait(
-    instance_ids: Collection[str], invoke_ids: Collection[str], since: datetime, timeout: float
+def _invocation_wait(
+    name: str,
+    event: str,
+    instance_ids: Collection[str],
+    invoke_ids: Collection[str],
+    since: datetime,
+    timeout: float,
+    accept: Callable[[Event], bool] = lambda e: True,
 ) -> EventWait:
+    """One event per instance, tied to one of the invocations through its related resources."""
     return EventWait(
-        name="TaskCompleted",
-        event=names.TASK_COMPLETED,
+        name=name,
+        event=event,
         keys=instance_ids,
         resource_of=names.instance_resource,
         related=[names.invocation_resource(i) for i in invoke_ids],
+        accept=accept,
         since=since,
         timeout=timeout,
+    )
+
+
+def task_completed_wait(
+    instance_ids: Collection[str], invoke_ids: Collection[str], since: datetime, timeout: float
+) -> EventWait:
+    return _invocation_wait(
+        "TaskCompleted", names.TASK_COMPLETED, instance_ids, invoke_ids, since, timeout
     )
 
 
 def output_delivered_wait(
     instance_ids: Collection[str], invoke_ids: Collection[str], since: datetime, timeout: float
 ) -> EventWait:
-    return EventWait(
-        name="OutputDelivered",
-        event=names.OUTPUT_DELIVERED,
-        keys=instance_ids,
-        resource_of=names.instance_resource,
-        related=[names.invocation_resource(i) for i in invoke_ids],
+    return _invocation_wait(
+        "OutputDelivered",
+        names.OUTPUT_DELIVERED,
+        instance_ids,
+        invoke_ids,
+        since,
+        timeout,
         accept=lambda e: _label(e, names.DELIVERY_STATUS_LABEL) in FINAL_DELIVERY_STATUSES,
-        since=since,
-        timeout=timeout,
     )
 
 
