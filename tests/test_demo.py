@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tests import samples
 from tests.helpers import wait_until
@@ -151,12 +153,15 @@ def test_up_serves_the_runbooks_until_sigint(runbooks_up) -> None:
         assert wait_until(lambda: deployment("run-command"), timeout=60, interval=0.2)
 
         # A run of the served deployment: the runner starts it, the block reference resolves.
-        created = http.post(
-            f"{api}/deployments/{provision['id']}/create_flow_run",
-            json={"parameters": {"count": 1, "output_bucket": "runbooks-outputs"}},
-        )
-        assert created.status_code == 201, created.text
-        run_id = created.json()["id"]
+        # Prefect's own client, which retries the 503 a busy SQLite server sometimes answers.
+        with (
+            temporary_settings(updates={PREFECT_API_URL: api}),
+            get_client(sync_client=True) as client,
+        ):
+            created = client.create_flow_run_from_deployment(
+                provision["id"], parameters={"count": 1, "output_bucket": "runbooks-outputs"}
+            )
+        run_id = str(created.id)
 
         def finished() -> dict | None:
             run = http.get(f"{api}/flow_runs/{run_id}").json()

@@ -20,6 +20,7 @@ import httpx
 import pytest
 import yaml
 from prefect import Flow
+from prefect.client.orchestration import get_client
 from prefect.events import DeploymentEventTrigger, DeploymentTriggerTypes
 from prefect.flows import load_flow_from_entrypoint
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -163,11 +164,13 @@ def test_served_deployments_are_created(prefect_server, clean_deployments) -> No
     assert automation["trigger"]["expect"] == [names.FIRST_HEARTBEAT]
     # The parameters pass the server's schema check when a run is created (nobody runs it
     # here: `runbooks up` is tested running one in test_demo.py).
-    created = api.post(
-        f"/deployments/{provision['id']}/create_flow_run", json={"parameters": {"count": 1}}
-    )
-    assert created.status_code == 201, created.text
-    assert created.json()["parameters"]["credentials_block"] == "alisim"
+    # Prefect's own client, which retries the 503 a busy SQLite server sometimes answers.
+    with (
+        temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        created = client.create_flow_run_from_deployment(provision["id"], parameters={"count": 1})
+    assert created.parameters["credentials_block"] == "alisim"
 
 
 def test_first_heartbeat_trigger_starts_run_command_on_that_instance(
