@@ -21,8 +21,7 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from alicloud_runbooks.report import RunReport
-from alicloud_runbooks.servers import PrefectServer
-from alicloud_runbooks.stack import LocalStack, flush_prefect_clients
+from alicloud_runbooks.stack import LocalStack
 
 BUCKET = "runbooks-demo"
 OUTPUTS_BUCKET = "runbooks-outputs"
@@ -109,24 +108,12 @@ def _masked_relay_url(stack: LocalStack) -> str:
     return f"{stack.relay_url}?token=****"
 
 
-# The Prefect server as LocalStack would start it, but held here from before it starts:
-# LocalStack keeps its own server only once `PrefectServer.start()` has returned, so Ctrl-C
-# during that start (the slowest part, ~10 s) would leave `prefect server start`, in a
-# session of its own, running on.
-PREFECT_SERVER_ENV = {"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"}
-
-
-def _start(stack: LocalStack, prefect: PrefectServer, out: TextIO) -> None:
+def _start(stack: LocalStack, out: TextIO) -> None:
     print("Starting a Prefect server, alisim, the relay and the EventBridge rules…", file=out)
     started = time.monotonic()
-    try:
-        prefect.start()
-    except BaseException:
-        prefect.stop()
-        raise
-    stack.start(prefect=prefect)
+    stack.start()
     print(f"Stack up in {time.monotonic() - started:.1f}s:", file=out)
-    print(f"  Prefect UI       {prefect.ui_url}", file=out)
+    print(f"  Prefect UI       {stack.prefect.ui_url}", file=out)  # type: ignore[union-attr]
     print(f"  Prefect API      {stack.api_url}", file=out)
     print(
         f"  alisim           {stack.sim.endpoint} (region {stack.sim_settings.region}, "  # type: ignore[union-attr]
@@ -138,12 +125,9 @@ def _start(stack: LocalStack, prefect: PrefectServer, out: TextIO) -> None:
         print(f"  EventBridge      {line}", file=out)
 
 
-def _stop(stack: LocalStack, prefect: PrefectServer, out: TextIO) -> None:
-    stack.stop()  # the relay and alisim: the Prefect server is ours
-    # This process's queued run logs and events go out while their server is still up, so
-    # no "--- Error logging to API ---" follows the shutdown.
-    flush_prefect_clients()
-    prefect.stop()
+def _stop(stack: LocalStack, out: TextIO) -> None:
+    """Every server, by its own handle, after this process's queued run logs and events."""
+    stack.stop()
     print("Stopped the Prefect server, alisim and the relay.", file=out, flush=True)
 
 
@@ -279,16 +263,15 @@ def run_demo(
     out = out or sys.stdout
     use_prefect_console_logging()
     stack = LocalStack(sim_settings=_sim_settings(time_scale))
-    prefect = PrefectServer(extra_env=PREFECT_SERVER_ENV)
     try:
         with _stop_signals():
-            _start(stack, prefect, out)
+            _start(stack, out)
             return _demo_run(stack, instances, out)
     except (KeyboardInterrupt, _Stop, TerminationSignal):
         print("\nInterrupted; shutting down.", file=out)
         return 1
     finally:
-        _stop(stack, prefect, out)
+        _stop(stack, out)
 
 
 def _demo_run(stack: LocalStack, instances: int, out: TextIO) -> int:
@@ -398,10 +381,9 @@ def run_up(
     out = out or sys.stdout
     use_prefect_console_logging()
     stack = LocalStack(sim_settings=_sim_settings(time_scale))
-    prefect = PrefectServer(extra_env=PREFECT_SERVER_ENV)
     try:
         with _stop_signals():
-            _start(stack, prefect, out)
+            _start(stack, out)
             with stack.prefect_client_settings():
                 credentials = stack.credentials()
                 credentials.save(CREDENTIALS_BLOCK, overwrite=True)
@@ -422,5 +404,5 @@ def run_up(
         pass
     finally:
         print("\nShutting down…", file=out, flush=True)
-        _stop(stack, prefect, out)
+        _stop(stack, out)
     return 0

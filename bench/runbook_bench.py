@@ -32,12 +32,11 @@ import time
 from dataclasses import dataclass
 
 import httpx
-from prefect.events.worker import EventsWorker
-from prefect.logging.handlers import APILogWorker, PrefectConsoleHandler
+from prefect.logging.handlers import PrefectConsoleHandler
 
 from alicloud_runbooks.polling import PollingEstimate, estimate
 from alicloud_runbooks.report import RunReport
-from alicloud_runbooks.stack import LocalStack
+from alicloud_runbooks.stack import LocalStack, flush_prefect_clients
 from alisim.config import BootTime, Settings, zero_delay_settings
 from flows.provision_and_run import provision_and_run
 
@@ -121,13 +120,6 @@ def _subtract(after: Calls, before: Calls) -> Calls:
     return diff
 
 
-def _drain_client_workers() -> None:
-    """Send the run's queued logs and events now, outside the timed run and before the
-    Prefect server stops (otherwise they fail at exit with 'Error logging to API')."""
-    APILogWorker.drain_all(timeout=10)
-    EventsWorker.drain_all(timeout=10)
-
-
 def run_flow(stack: LocalStack, instances: int) -> RunFigures:
     before = _calls(stack.sim_url)
     started = time.perf_counter()
@@ -143,7 +135,8 @@ def run_flow(stack: LocalStack, instances: int) -> RunFigures:
         )
     )
     wall = time.perf_counter() - started
-    _drain_client_workers()
+    # The run's queued logs and events go out now, outside the timed run.
+    flush_prefect_clients(timeout=10)
     calls = _subtract(_calls(stack.sim_url), before)
     return RunFigures(instances, wall, report, calls, estimate(report, POLL_INTERVAL))
 
