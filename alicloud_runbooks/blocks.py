@@ -15,11 +15,13 @@ from alibabacloud_credentials.client import Client as CredentialClient
 from alibabacloud_ecs20140526.client import Client as EcsClient
 from alibabacloud_eventbridge20200401.client import Client as EventBridgeClient
 from alibabacloud_ros20190910.client import Client as RosClient
+from alibabacloud_sts20150401.client import Client as StsClient
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
 from alicloud_runbooks import clients
 from alicloud_runbooks.clients import Access, Endpoint
+from alicloud_runbooks.errors import call
 
 
 class AlibabaCloudCredentials(Block):
@@ -49,6 +51,11 @@ class AlibabaCloudCredentials(Block):
     oss_endpoint: str | None = Field(default=None, description="OSS `host:port` override.")
     protocol: Literal["https", "http"] = Field(
         default="https", description="`http` only for a local endpoint such as alisim."
+    )
+    account_id: str | None = Field(
+        default=None,
+        description="The Alibaba Cloud account id. Leave empty to look it up with STS "
+        "GetCallerIdentity; runbooks accept only this account's events.",
     )
 
     @model_validator(mode="after")
@@ -112,6 +119,23 @@ class AlibabaCloudCredentials(Block):
 
     def oss_bucket(self, bucket: str) -> oss2.Bucket:
         return clients.oss_bucket(bucket=bucket, **self._access())
+
+    def sts_client(self) -> StsClient:
+        return clients.sts_client(**self._access())
+
+    def resolve_account_id(self) -> str:
+        """The account the credentials belong to: `account_id`, else STS GetCallerIdentity
+        (which needs no permission), asked once per process and key."""
+        if self.account_id:
+            return self.account_id
+        cache_key = (self.access_key_id or "default-chain", self.region_id, self.openapi_endpoint)
+        if cache_key not in _ACCOUNTS:
+            body = call("GetCallerIdentity", lambda: self.sts_client().get_caller_identity().body)
+            _ACCOUNTS[cache_key] = body.account_id
+        return _ACCOUNTS[cache_key]
+
+
+_ACCOUNTS: dict[tuple[str, str, str | None], str] = {}
 
 
 async def resolve_credentials(

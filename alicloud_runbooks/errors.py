@@ -35,6 +35,18 @@ _ADVICE = {
 }
 
 
+TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",
+        "Throttling.User",
+        "Throttling.Api",
+        "ServiceUnavailable",
+        "InternalError",
+        "EndpointUnreachable",
+    }
+)
+
+
 class AlibabaCloudError(RuntimeError):
     """An Alibaba Cloud call failed; the message says what, why and what to do."""
 
@@ -49,6 +61,14 @@ class AlibabaCloudError(RuntimeError):
         if request_id:
             text += f" [request id {request_id}]"
         super().__init__(text)
+
+
+def is_transient(exc: Exception) -> bool:
+    """Whether trying again later may succeed: throttling, an endpoint down, a server error.
+    Wrong keys, missing permissions and unknown resources are not."""
+    if isinstance(exc, AlibabaCloudError):
+        return exc.code in TRANSIENT_CODES
+    return not isinstance(exc, ValueError | TypeError | KeyError)
 
 
 def translate(doing: str, exc: Exception) -> AlibabaCloudError:

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from alicloud_runbooks.cloud_assistant import Invocation
 from alicloud_runbooks.waiter import WaitResult
 
 OutputSource = Literal["oss", "inline", "inline-truncated", "none"]
@@ -62,6 +63,13 @@ class WaitSummary(BaseModel):
     by_reconciliation: int
     unsettled: int
     seconds: float
+    live: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    foreign: int = 0
+    straggler_rounds: int = 0
+    deadline_rounds: int = 0
+    reconcile_error: str | None = None
     reaction_ms: list[float] = Field(
         default_factory=list, description="source event → the wait settling it, per key"
     )
@@ -80,6 +88,13 @@ class WaitSummary(BaseModel):
             by_reconciliation=len(result.by("reconciliation")),
             unsettled=len(result.unsettled),
             seconds=(result.finished_at - result.started_at).total_seconds(),
+            live=result.live_events,
+            stored=result.stored_events,
+            duplicates=result.duplicates,
+            foreign=sum(result.foreign.values()),
+            straggler_rounds=result.straggler_rounds,
+            deadline_rounds=result.deadline_rounds,
+            reconcile_error=result.reconcile_error,
             reaction_ms=sorted(reactions),
             delivery_ms=sorted(deliveries),
         )
@@ -99,9 +114,17 @@ class RunReport(BaseModel):
     finished_at: datetime | None = None
     command: str | None = None
     invoke_ids: list[str] = Field(default_factory=list)
+    invocations: list[Invocation] = Field(default_factory=list)
     instances: list[InstanceReport] = Field(default_factory=list)
     waits: list[WaitSummary] = Field(default_factory=list)
+    stopped: list[str] = Field(
+        default_factory=list, description="instances whose command the runbook stopped"
+    )
     deleted: bool = False
+    error: str | None = Field(default=None, description="why the run ended early, if it did")
+
+    def row(self, instance_id: str) -> InstanceReport | None:
+        return next((i for i in self.instances if i.instance_id == instance_id), None)
 
     @property
     def failed(self) -> list[InstanceReport]:
@@ -113,22 +136,38 @@ class RunReport(BaseModel):
     def markdown(self) -> str:
         ok = len(self.instances) - len(self.failed)
         lines = [
-            f"# {self.flow}: {ok} of {len(self.instances)} instances succeeded",
+            f"# {self.flow}: {ok} of {len(self.instances)} "
+            f"instance{'' if len(self.instances) == 1 else 's'} succeeded",
             "",
         ]
         if self.command:
             lines += [f"Command `{self.command}`, invocations {', '.join(self.invoke_ids)}.", ""]
+        if self.error:
+            lines += [f"**The run ended early:** {self.error}", ""]
         lines += [
-            "| wait | instances | by event | by reconciliation | unsettled | seconds | "
-            "reaction p50 ms | p99 ms |",
-            "|---|---|---|---|---|---|---|---|",
+            "| wait | instances | by event (live / stored) | by reconciliation | unsettled | "
+            "straggler rounds | ignored (duplicate / foreign) | seconds | reaction p50 ms | "
+            "p99 ms |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for w in self.waits:
             p50, p99 = w.percentile(50), w.percentile(99)
             lines.append(
-                f"| {w.name} | {w.instances} | {w.by_event} | {w.by_reconciliation} | "
-                f"{w.unsettled} | {w.seconds:.2f} | {_ms(p50)} | {_ms(p99)} |"
+                f"| {w.name} | {w.instances} | {w.by_event} ({w.live} / {w.stored}) | "
+                f"{w.by_reconciliation} | {w.unsettled} | {w.straggler_rounds} | "
+                f"{w.duplicates} / {w.foreign} | {w.seconds:.2f} | {_ms(p50)} | {_ms(p99)} |"
             )
+        errors = [w for w in self.waits if w.reconcile_error]
+        if errors:
+            lines += [""] + [
+                f"- {w.name}: reconciliation failed: {w.reconcile_error}" for w in errors
+            ]
+        if self.stopped:
+            lines += [
+                "",
+                f"Stopped by the runbook (StopInvocation, no final status in time): "
+                f"{', '.join(f'`{i}`' for i in self.stopped)}.",
+            ]
         if self.failed:
             lines += ["", "## Failed", ""]
             lines += [

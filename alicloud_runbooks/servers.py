@@ -113,7 +113,7 @@ class PrefectServer:
             **self.extra_env,
         }
         env.pop("PREFECT_API_URL", None)
-        log = open(self.log_path, "wb")  # noqa: SIM115 - the child process owns it
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child process owns it
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -155,6 +155,18 @@ class PrefectServer:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"prefect server did not answer within {timeout}s")
             time.sleep(0.25)
+
+    def kill(self, how: signal.Signals = signal.SIGKILL, timeout: float = 20) -> None:
+        """Signal the server's process group and wait until it is gone; `start()` brings it
+        back on the same port and database (crash and restart tests)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, how)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

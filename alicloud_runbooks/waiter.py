@@ -1,10 +1,11 @@
 """The event waiter (design contract 3): wait for one Prefect event per key, without polling.
 
-Subscribe first, then read what is already stored since the action that causes the events,
-then listen; re-read the store now and then (the live stream drops events under bursts and
-cannot see events stored moments before it connected). One subscription serves every key of
-the batch. When the deadline passes, one batched reconciliation settles the keys still open.
-Each key's settlement says whether an event or reconciliation settled it, and when.
+The stream is subscribed first (before the action), then the wait reads what is already
+stored since the action, then it listens; it re-reads the store now and then (the live stream
+drops events under bursts and cannot see events stored moments before it connected), and at
+once after the stream reconnects. One subscription serves every key of the batch. An event
+settles a key only if it belongs to the run (`Owner`, `EventWait.check`). What happens when an
+event does not come is `alicloud_runbooks.reconciliation`.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Collection
+import math
+from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from prefect.client.orchestration import get_client
-from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import (
     EventFilter,
     EventNameFilter,
@@ -29,12 +31,20 @@ from prefect.events.filters import (
 from prefect.events.schemas.events import Event
 from pydantic import BaseModel
 
+from alicloud_runbooks.events import names
+from alicloud_runbooks.reconciliation import (
+    Answer,
+    Reconciler,
+    RetryPolicy,
+    StragglerPolicy,
+    reconcile_with_retry,
+)
+from alicloud_runbooks.stream import EventStream
+
 logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 50  # the most /api/events/filter returns per page
-
-Reconciler = Callable[[list[str]], Awaitable[dict[str, dict[str, Any]]]]
-"""Settle what it can of the given keys with one batched API call per API; return data per key."""
+STORE_READ_KEYS = 500  # resource ids per store read
 
 
 class Settlement(BaseModel):
@@ -44,6 +54,7 @@ class Settlement(BaseModel):
     received_at: datetime | None = None
     source_time: datetime | None = None
     event_id: str | None = None
+    live: bool | None = None
     data: dict[str, Any] = {}
 
     @property
@@ -67,19 +78,54 @@ class WaitResult(BaseModel):
     finished_at: datetime
     settled: dict[str, Settlement]
     unsettled: list[str]
+    last_known: dict[str, dict[str, Any]] = {}
+    """For unsettled keys, the last non-final answer of the API (a command still Running)."""
+    reconcile_error: str | None = None
     live_events: int = 0
     stored_events: int = 0
     store_reads: int = 0
-    ignored: int = 0
+    duplicates: int = 0
+    foreign: dict[str, int] = {}
+    """Events ignored because they do not belong to the run, counted by reason."""
+    straggler_rounds: int = 0
+    deadline_rounds: int = 0
     subscribed: bool = False
 
     def by(self, how: Literal["event", "reconciliation"]) -> list[str]:
         return [k for k, s in self.settled.items() if s.by == how]
 
+    @property
+    def ignored(self) -> int:
+        return self.duplicates + sum(self.foreign.values())
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Where the run's events come from: its account and region, resolved once per run."""
+
+    account_id: str | None
+    region: str | None
+
+    def mismatch(self, event: Event) -> str | None:
+        account = event.resource.get(names.ACCOUNT_LABEL)
+        if self.account_id and account != self.account_id:
+            return f"account {account or 'missing'} is not the run's ({self.account_id})"
+        region = event.resource.get(names.REGION_LABEL)
+        if self.region and region != self.region:
+            return f"region {region or 'missing'} is not the run's ({self.region})"
+        return None
+
+
+def _nothing_wrong(event: Event) -> str | None:
+    return None
+
 
 @dataclass
 class EventWait:
-    """What to wait for: `event` on each key's resource, optionally tied to related ids."""
+    """What to wait for: `event` on each key's resource, optionally tied to related ids.
+
+    Each key's first deadline is `timeout` seconds after the wait starts; reconciliation may
+    move it (a command still running), never past `limit` (default: `timeout`)."""
 
     name: str
     event: str
@@ -87,8 +133,13 @@ class EventWait:
     resource_of: Callable[[str], str]
     since: datetime
     timeout: float
+    limit: float | None = None
     related: Collection[str] = ()
-    accept: Callable[[Event], bool] = field(default=lambda event: True)
+    owner: Owner | None = None
+    check: Callable[[Event], str | None] = field(default=_nothing_wrong)
+    """Why an event of a key's resource is not the run's (another invocation), or None."""
+    stragglers: StragglerPolicy = field(default_factory=StragglerPolicy)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     reread_every: float = 3.0
     subscribe_timeout: float = 5.0
 
@@ -96,12 +147,12 @@ class EventWait:
         self._by_resource = {self.resource_of(key): key for key in self.keys}
 
     def key_of(self, event: Event) -> str | None:
-        key = self._by_resource.get(event.resource.id)
-        if key is None:
-            return None
+        return self._by_resource.get(event.resource.id)
+
+    def not_ours(self, event: Event) -> str | None:
         if self.related and not any(r.id in self.related for r in event.related):
-            return None
-        return key
+            return "not related to the run's resources"
+        return (self.owner.mismatch(event) if self.owner else None) or self.check(event)
 
     def filter(self, keys: Collection[str], since: datetime | None = None) -> EventFilter:
         now = datetime.now(UTC)
@@ -124,152 +175,283 @@ def _source_time(event: Event) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-class EventStream:
-    """One live subscription to some event names, opened *before* the action that causes the
-    events, so none is published between the action and the subscription. Events are kept in
-    arrival order; each wait scans them from the start, so several waits (TaskCompleted, then
-    OutputDelivered) can share one stream."""
-
-    def __init__(
-        self,
-        events: Collection[str],
-        log: logging.Logger | logging.LoggerAdapter | None = None,
-        resource_ids: Collection[str] = (),
-        related_ids: Collection[str] = (),
-        reopen_every: float = 3.0,
-        subscribe_timeout: float = 5.0,
-    ) -> None:
-        self.events = list(events)
-        self.log = log or logger
-        self.resource_ids = list(resource_ids)
-        self.related_ids = list(related_ids)
-        self.reopen_every = reopen_every
-        self.subscribe_timeout = subscribe_timeout
-        self.received: list[Event] = []
-        self.arrived_at: dict[str, datetime] = {}
-        self.connected = False
-        self._seen: set[str] = set()
-        self._arrived = asyncio.Event()
-        self._tried = asyncio.Event()
-        self._pump: asyncio.Task[None] | None = None
-
-    def filter(self) -> EventFilter:
-        return EventFilter(
-            event=EventNameFilter(name=self.events),
-            resource=EventResourceFilter(id=self.resource_ids) if self.resource_ids else None,
-            related=EventRelatedFilter(id=self.related_ids) if self.related_ids else None,
-        )
-
-    async def __aenter__(self) -> EventStream:
-        self._pump = asyncio.create_task(self._run())
-        try:
-            await asyncio.wait_for(self._tried.wait(), self.subscribe_timeout)
-        except TimeoutError:
-            self.log.warning(
-                "The Prefect event stream did not open within %.0fs; waits will read the "
-                "store and reconcile",
-                self.subscribe_timeout,
-            )
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Stop listening (idempotent); what was received stays readable."""
-        if self._pump is not None:
-            self._pump.cancel()
-            await asyncio.gather(self._pump, return_exceptions=True)
-            self._pump = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                async with get_events_subscriber(
-                    filter=self.filter(), reconnection_attempts=2
-                ) as subscriber:
-                    self.connected = True
-                    self._tried.set()
-                    async for event in subscriber:
-                        self.add(event)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.log.warning(
-                    "The Prefect event stream is unavailable (%s); relying on store reads and "
-                    "reconciliation",
-                    type(exc).__name__,
-                )
-            self._tried.set()
-            await asyncio.sleep(self.reopen_every)
-
-    def add(self, event: Event) -> None:
-        if str(event.id) in self._seen:
-            return
-        self._seen.add(str(event.id))
-        self.arrived_at[str(event.id)] = datetime.now(UTC)
-        self.received.append(event)
-        self._arrived.set()
-
-    async def arrival(self, timeout: float) -> None:
-        """Return when an event arrives or after `timeout` seconds."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._arrived.wait(), timeout)
-        self._arrived.clear()
+def _describe(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
 
 
 class _Waiting:
-    def __init__(self, spec: EventWait, log: logging.Logger | logging.LoggerAdapter) -> None:
-        self.spec = spec
-        self.log = log
-        self.open: set[str] = set(spec.keys)
-        self.settled: dict[str, Settlement] = {}
-        self.live = self.stored = self.reads = self.ignored = 0
+    """One wait in progress: a consumer of the stream and the rules of reconciliation."""
 
-    def offer(self, event: Event, *, live: bool, received_at: datetime | None = None) -> None:
+    def __init__(
+        self, spec: EventWait, reconcile: Reconciler | None, log: logging.Logger | Any
+    ) -> None:
+        self.spec = spec
+        self.reconcile_fn = reconcile
+        self.log = log
+        self.loop = asyncio.get_running_loop()
+        self.started = datetime.now(UTC)
+        start = self.loop.time()
+        self.limit_at = start + max(spec.limit or spec.timeout, spec.timeout)
+        self.open: set[str] = set(spec.keys)
+        self.deadline = dict.fromkeys(self.open, start + spec.timeout)
+        self.given_up: set[str] = set()
+        self.rechecked: set[str] = set()
+        self.settled: dict[str, Settlement] = {}
+        self.last_known: dict[str, dict[str, Any]] = {}
+        self.event_times: list[float] = []
+        self.last_round_at = -math.inf
+        self.straggler_rounds = self.deadline_rounds = 0
+        self.reconcile_error: str | None = None
+        self.live = self.stored = self.reads = self.duplicates = 0
+        self.foreign: Counter[str] = Counter()
+        self.gap = False
+        self.listening = False
+        self._wake = asyncio.Event()
+
+    # ----- the stream's consumer
+    def offer(self, event: Event, *, live: bool, received_at: datetime) -> bool:
         if event.event != self.spec.event:
-            return
+            return False
         key = self.spec.key_of(event)
-        if key is None or not self.spec.accept(event):
-            return
+        if key is None:
+            return False
+        reason = self.spec.not_ours(event)
+        if reason is not None:
+            if not self.foreign[reason]:
+                self.log.warning(
+                    "%s: ignoring event %s for %s: %s", self.spec.name, event.id, key, reason
+                )
+            self.foreign[reason] += 1
+            return True
         if key not in self.open:
-            self.ignored += 1
-            return
-        self.open.discard(key)
+            self.duplicates += 1
+            return True
         if live:
             self.live += 1
         else:
             self.stored += 1
-        now = datetime.now(UTC)
-        self.settled[key] = Settlement(
-            key=key,
-            by="event",
-            settled_at=now,
-            received_at=received_at or now,
-            source_time=_source_time(event),
-            event_id=str(event.id),
-            data=dict(event.payload),
+        self.event_times.append(self.loop.time())
+        self._settle(
+            Settlement(
+                key=key,
+                by="event",
+                settled_at=datetime.now(UTC),
+                received_at=received_at,
+                source_time=_source_time(event),
+                event_id=str(event.id),
+                live=live,
+                data=dict(event.payload),
+            )
         )
+        return True
 
-    async def read_store(self) -> None:
-        if not self.open:
+    def stream_gap(self) -> None:
+        self.gap = True
+        self._wake.set()
+
+    def _settle(self, settlement: Settlement) -> None:
+        self.open.discard(settlement.key)
+        self.given_up.discard(settlement.key)
+        self.last_known.pop(settlement.key, None)
+        self.settled[settlement.key] = settlement
+        self._wake.set()
+
+    # ----- waiting
+    def active(self) -> list[str]:
+        return [k for k in self.open if k not in self.given_up]
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep, but wake as soon as an event settles something (or the stream reopens)."""
+        self._wake.clear()
+        self.listening = True
+        try:
+            if seconds > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), seconds)
+        finally:
+            self.listening = False
+        self._wake.clear()
+
+    async def backoff(self, seconds: float, asked: Collection[str]) -> None:
+        """Sleep `seconds` before a retry, unless events settle every asked key first."""
+        end = self.loop.time() + seconds
+        while (left := end - self.loop.time()) > 0 and any(k in self.open for k in asked):
+            await self.pause(left)
+
+    async def read_store(self, keys: Collection[str] | None = None) -> None:
+        wanted = sorted(k for k in (keys if keys is not None else self.open) if k in self.open)
+        if not wanted:
             return
         self.reads += 1
         try:
             async with get_client() as client:
-                page = await client.read_events(
-                    filter=self.spec.filter(sorted(self.open)), limit=PAGE_SIZE
-                )
-                while True:
-                    for event in page.events:
-                        self.offer(event, live=False)
-                    if not page.next_page or not self.open:
-                        break
-                    page = await client.read_events_page(page.next_page)
+                for start in range(0, len(wanted), STORE_READ_KEYS):
+                    chunk = [k for k in wanted[start : start + STORE_READ_KEYS] if k in self.open]
+                    if not chunk:
+                        continue
+                    page = await client.read_events(filter=self.spec.filter(chunk), limit=PAGE_SIZE)
+                    while True:
+                        now = datetime.now(UTC)
+                        for event in page.events:
+                            self.offer(event, live=False, received_at=now)
+                        if not page.next_page or not any(k in self.open for k in chunk):
+                            break
+                        page = await client.read_events_page(page.next_page)
         except Exception as exc:
             self.log.warning(
-                "%s: could not read stored events (%s: %s)", self.spec.name, type(exc).__name__, exc
+                "%s: could not read stored events (%s: %s)",
+                self.spec.name,
+                type(exc).__name__,
+                exc,
             )
+
+    def stragglers(self, now: float) -> tuple[list[str], float]:
+        """The keys to reconcile early now (maybe none), and when to look again."""
+        policy = self.spec.stragglers
+        if self.reconcile_fn is None or self.straggler_rounds >= policy.rounds:
+            return [], math.inf
+        if not self.event_times:
+            return [], math.inf  # nothing has arrived: the batch has not started reporting
+        candidates = [k for k in self.active() if k not in self.rechecked]
+        if not candidates:
+            return [], math.inf
+        quiet = policy.quiet_interval(self.event_times, self.straggler_rounds)
+        due_at = max(self.event_times[-1], self.last_round_at) + quiet
+        return (candidates if now >= due_at else []), due_at
+
+    async def reconcile(self, keys: list[str], *, at_deadline: bool) -> None:
+        if at_deadline:
+            await self.read_store(keys)
+        keys = [k for k in keys if k in self.open]
+        if not keys:
+            return
+        if self.reconcile_fn is None:
+            if at_deadline:
+                self.given_up.update(keys)
+            return
+        if at_deadline:
+            self.deadline_rounds += 1
+            self.log.info(
+                "%s: no event for %d of %d by the deadline; reconciling them in one batch",
+                self.spec.name,
+                len(keys),
+                len(self.spec.keys),
+            )
+        else:
+            self.straggler_rounds += 1
+            self.log.info(
+                "%s: events went quiet with %d of %d open; reconciling the stragglers "
+                "(round %d of %d)",
+                self.spec.name,
+                len(keys),
+                len(self.spec.keys),
+                self.straggler_rounds,
+                self.spec.stragglers.rounds,
+            )
+        asked = set(keys)
+        try:
+            answers = await reconcile_with_retry(
+                self.reconcile_fn,
+                lambda: sorted(k for k in asked if k in self.open),
+                self.spec.retry,
+                lambda seconds: self.backoff(seconds, asked),
+                self.log,
+                f"{self.spec.name}: reconciliation",
+            )
+        except Exception as exc:
+            error = _describe(exc)
+            if at_deadline:
+                still = [k for k in keys if k in self.open]
+                self.given_up.update(still)
+                self.reconcile_error = error
+                self.log.error(
+                    "%s: reconciliation failed (%s); %d keys stay unknown, %d settled by "
+                    "event keep their results",
+                    self.spec.name,
+                    error,
+                    len(still),
+                    len(self.settled),
+                )
+            else:
+                self.log.warning(
+                    "%s: straggler reconciliation failed (%s); waiting on for events",
+                    self.spec.name,
+                    error,
+                )
+            self.last_round_at = self.loop.time()
+            return
+        self._apply(keys, answers, at_deadline)
+        self.last_round_at = self.loop.time()
+
+    def _apply(self, keys: list[str], answers: dict[str, Answer], at_deadline: bool) -> None:
+        now = datetime.now(UTC)
+        for key in keys:
+            if key not in self.open:
+                continue
+            answer = answers.get(key)
+            if answer is None:
+                if at_deadline:
+                    self.given_up.add(key)
+                continue
+            if answer.final:
+                self._settle(
+                    Settlement(key=key, by="reconciliation", settled_at=now, data=answer.data)
+                )
+                continue
+            self.last_known[key] = answer.data
+            moved = self._deadline_from(answer, now)
+            if moved is not None:
+                self.deadline[key] = moved
+                self.rechecked.add(key)
+            elif at_deadline:
+                self.given_up.add(key)
+
+    def _deadline_from(self, answer: Answer, now: datetime) -> float | None:
+        if answer.recheck_at is None:
+            return None
+        at = self.loop.time() + (answer.recheck_at - now).total_seconds()
+        at = min(at, self.limit_at)
+        return at if at > self.loop.time() + 0.05 else None
+
+    async def run(self) -> None:
+        await self.read_store()
+        next_read = self.loop.time() + self.spec.reread_every
+        while active := self.active():
+            now = self.loop.time()
+            due = [k for k in active if self.deadline[k] <= now]
+            if due:
+                await self.reconcile(due, at_deadline=True)
+                continue
+            early, straggler_at = self.stragglers(now)
+            if early:
+                await self.reconcile(early, at_deadline=False)
+                continue
+            if self.gap or now >= next_read:
+                self.gap = False
+                await self.read_store()
+                next_read = self.loop.time() + self.spec.reread_every
+                continue
+            wake_at = min(next_read, straggler_at, *(self.deadline[k] for k in active))
+            await self.pause(wake_at - now)
+
+    def result(self, stream: EventStream) -> WaitResult:
+        return WaitResult(
+            name=self.spec.name,
+            started_at=self.started,
+            finished_at=datetime.now(UTC),
+            settled=self.settled,
+            unsettled=sorted(self.open),
+            last_known={k: v for k, v in self.last_known.items() if k in self.open},
+            reconcile_error=self.reconcile_error,
+            live_events=self.live,
+            stored_events=self.stored,
+            store_reads=self.reads,
+            duplicates=self.duplicates,
+            foreign=dict(self.foreign),
+            straggler_rounds=self.straggler_rounds,
+            deadline_rounds=self.deadline_rounds,
+            subscribed=stream.connected,
+        )
 
 
 async def wait_for_events(
@@ -278,7 +460,7 @@ async def wait_for_events(
     log: logging.Logger | logging.LoggerAdapter | None = None,
     stream: EventStream | None = None,
 ) -> WaitResult:
-    """Wait until every key has its event or the deadline passes; then reconcile the rest.
+    """Wait until every key is settled or given up (see `alicloud_runbooks.reconciliation`).
 
     Pass the `stream` opened before the action; without one, the wait opens its own,
     filtered to its keys (events stored before it connected are found by the store reads).
@@ -295,58 +477,10 @@ async def wait_for_events(
         )
         async with own:
             return await wait_for_events(spec, reconcile, log, own)
-
-    started = datetime.now(UTC)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + spec.timeout
-    state = _Waiting(spec, log)
-    cursor = 0
-
-    def scan() -> None:
-        nonlocal cursor
-        while cursor < len(stream.received):
-            event = stream.received[cursor]
-            state.offer(event, live=True, received_at=stream.arrived_at.get(str(event.id)))
-            cursor += 1
-
-    scan()
-    await state.read_store()
-    next_read = loop.time() + spec.reread_every
-    while state.open and loop.time() < deadline:
-        await stream.arrival(max(0.0, min(next_read, deadline) - loop.time()))
-        scan()
-        if state.open and loop.time() >= next_read:
-            await state.read_store()
-            next_read = loop.time() + spec.reread_every
-    scan()
-    if state.open:
-        await state.read_store()
-    if state.open and reconcile is not None:
-        missing = sorted(state.open)
-        log.info(
-            "%s: no event for %d of %d after %.0fs; reconciling with one batched call",
-            spec.name,
-            len(missing),
-            len(state.settled) + len(missing),
-            spec.timeout,
-        )
-        found = await reconcile(missing)
-        now = datetime.now(UTC)
-        for key, data in found.items():
-            if key in state.open:
-                state.open.discard(key)
-                state.settled[key] = Settlement(
-                    key=key, by="reconciliation", settled_at=now, data=data
-                )
-    return WaitResult(
-        name=spec.name,
-        started_at=started,
-        finished_at=datetime.now(UTC),
-        settled=state.settled,
-        unsettled=sorted(state.open),
-        live_events=state.live,
-        stored_events=state.stored,
-        store_reads=state.reads,
-        ignored=state.ignored,
-        subscribed=stream.connected,
-    )
+    waiting = _Waiting(spec, reconcile, log)
+    stream.attach(waiting)
+    try:
+        await waiting.run()
+    finally:
+        stream.detach(waiting)
+    return waiting.result(stream)

@@ -49,8 +49,16 @@ class DeliveryFault(BaseModel):
         "(empty: on every event).",
     )
 
-    def applies_to(self, event_type: str) -> bool:
-        return not self.event_types or event_type in self.event_types
+    contains: list[str] = Field(
+        default_factory=list,
+        description="Misbehave only on events whose pushed body mentions one of these strings, "
+        "e.g. some instance ids (empty: on every event).",
+    )
+
+    def applies_to(self, event_type: str, body: str = "") -> bool:
+        if self.event_types and event_type not in self.event_types:
+            return False
+        return not self.contains or any(text in body for text in self.contains)
 
 
 class FaultPlan(BaseModel):

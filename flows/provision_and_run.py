@@ -10,8 +10,17 @@ from prefect import flow, get_run_logger
 from alicloud_runbooks.blocks import AlibabaCloudCredentials, resolve_credentials
 from alicloud_runbooks.events import names
 from alicloud_runbooks.report import InstanceReport, RunReport, WaitSummary
-from alicloud_runbooks.waiter import EventStream
-from flows.steps import CommandSpec, FailurePolicy, finish, run_and_collect, will_retry
+from alicloud_runbooks.stream import EventStream
+from alicloud_runbooks.waiter import Owner
+from flows.steps import (
+    CommandSpec,
+    FailurePolicy,
+    finish,
+    reporting,
+    run_and_collect,
+    stop_unfinished_commands,
+    will_retry,
+)
 from tasks.instances import delete_instances, launch_instances
 from tasks.waits import wait_for_heartbeats
 
@@ -33,6 +42,7 @@ async def provision_and_run(
     on_failure: FailurePolicy = "fail",
     heartbeat_timeout: float = 300,
     result_grace: float = 30,
+    start_timeout: float = 300,
     delivery_timeout: float = 60,
     tags: dict[str, str] | None = None,
     name: str = "provision-and-run",
@@ -41,11 +51,16 @@ async def provision_and_run(
 ) -> RunReport:
     """`count` instances, one command on all of them, outputs from OSS (`output_bucket`) or
     inline. `on_failure="fail"` fails the run if any instance fails; `"continue"` reports.
-    Deadlines: `heartbeat_timeout`, the command's `timeout` plus `result_grace`, and
-    `delivery_timeout`; past one, a single batched Describe call settles what is left.
+    Deadlines: `heartbeat_timeout` from launch; a command may wait `start_timeout` to start
+    and then has its `timeout` plus `result_grace`; `delivery_timeout` for the OSS output.
+    Lost events are recovered early by batched reconciliation of the stragglers; a command
+    with no final status in the end is stopped, never left running unseen.
     Credentials: `credentials`, else the saved block named `credentials_block`, else the
-    environment and the default chain."""
+    environment and the default chain.
+
+    Example: `asyncio.run(provision_and_run(count=3, script="uptime"))`"""
     credentials = await resolve_credentials(credentials, credentials_block)
+    owner = Owner(account_id=credentials.resolve_account_id(), region=credentials.region_id)
     report = RunReport(flow="provision-and-run", started_at=datetime.now(UTC))
     command = CommandSpec(
         script=script,
@@ -56,13 +71,18 @@ async def provision_and_run(
         output_bucket=output_bucket,
         output_prefix=output_prefix,
         result_grace=result_grace,
+        start_timeout=start_timeout,
         delivery_timeout=delivery_timeout,
     )
     # Subscribed before launching, so no heartbeat slips between the call and the wait.
-    async with EventStream([names.FIRST_HEARTBEAT], get_run_logger()) as heartbeat_events:
+    async with (
+        reporting(report, "provision-and-run"),
+        EventStream([names.FIRST_HEARTBEAT], get_run_logger()) as heartbeat_events,
+    ):
         launched = launch_instances(
             credentials, count, image_id, instance_type, name=name, tags=tags
         )
+        await heartbeat_events.narrow([names.instance_resource(i) for i in launched.instance_ids])
         rows = {i: InstanceReport(instance_id=i) for i in launched.instance_ids}
         report.instances = list(rows.values())
         try:
@@ -72,6 +92,7 @@ async def provision_and_run(
                 launched.launched_at,
                 timeout=heartbeat_timeout,
                 stream=heartbeat_events,
+                owner=owner,
             )
             await heartbeat_events.close()
             report.waits.append(WaitSummary.of(heartbeats.wait))
@@ -83,16 +104,21 @@ async def provision_and_run(
                 rows[instance_id].status = "NoHeartbeat"
                 rows[instance_id].error = error
             if heartbeats.ready:
-                await run_and_collect(credentials, report, rows, heartbeats.ready, command)
+                await run_and_collect(credentials, report, rows, heartbeats.ready, command, owner)
             else:
                 get_run_logger().error("No instance became ready; the command was not run")
-        except BaseException:
+        except BaseException as exc:
             if will_retry():
                 get_run_logger().warning(
                     "Keeping %d instances for the flow run's retry", len(launched.instance_ids)
                 )
                 raise
             if not keep_instances:
+                stop_unfinished_commands(
+                    credentials,
+                    report,
+                    f"the run is ending ({type(exc).__name__}) and its instances are being deleted",
+                )
                 try:
                     delete_instances(credentials, launched.instance_ids)
                 except Exception as cleanup:

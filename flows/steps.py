@@ -1,9 +1,11 @@
 """The part both runbooks share: run a command on ready instances, wait for its results and
-output delivery, read the outputs, and write it all into the run's report."""
+output delivery, stop what never finished, read the outputs, and write it all into the run's
+report, which is published whatever happens."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Literal
 
@@ -12,10 +14,16 @@ from prefect.context import FlowRunContext
 from pydantic import BaseModel
 
 from alicloud_runbooks.blocks import AlibabaCloudCredentials
-from alicloud_runbooks.cloud_assistant import InvocationRecord
+from alicloud_runbooks.cloud_assistant import (
+    FINAL_INVOCATION_STATUSES,
+    CommandClock,
+    Invocation,
+    InvocationRecord,
+)
 from alicloud_runbooks.events import names
 from alicloud_runbooks.report import InstanceReport, RunReport, WaitSummary
-from alicloud_runbooks.waiter import EventStream
+from alicloud_runbooks.stream import EventStream
+from alicloud_runbooks.waiter import Owner
 from tasks import commands, waits
 from tasks.reporting import publish_report
 
@@ -41,10 +49,10 @@ def _seconds(start: str | None, end: str | None) -> float | None:
 def _apply(row: InstanceReport, record: InvocationRecord) -> None:
     row.invoke_id = record.invoke_id
     row.status = record.status
-    row.exit_code = record.exit_code
+    row.exit_code = record.exit_code if record.final else None
     row.duration_seconds = _seconds(record.start_time, record.finish_time)
     row.oss_uri = record.oss_uri if record.oss_status == "Finished" else None
-    if record.status != "Success" and record.error_code:
+    if record.status != "Success" and record.error_code and row.error is None:
         row.error = f"{record.error_code}: {record.error_info or ''}".strip(": ")
 
 
@@ -59,7 +67,15 @@ class CommandSpec(BaseModel):
     output_bucket: str | None = None
     output_prefix: str | None = "runbooks"
     result_grace: float = 30
+    start_timeout: float = 300
     delivery_timeout: float = 60
+    stop_timeout: float = 30
+
+    @property
+    def clock(self) -> CommandClock:
+        return CommandClock(
+            timeout=self.timeout, grace=self.result_grace, start_timeout=self.start_timeout
+        )
 
 
 async def run_and_collect(
@@ -68,6 +84,7 @@ async def run_and_collect(
     rows: dict[str, InstanceReport],
     instance_ids: Sequence[str],
     spec: CommandSpec,
+    owner: Owner,
 ) -> None:
     # Subscribed before RunCommand, so no result slips between the call and the wait; only
     # these instances' events, not every command's in the account.
@@ -76,7 +93,7 @@ async def run_and_collect(
         get_run_logger(),
         resource_ids=[names.instance_resource(i) for i in instance_ids],
     ) as events:
-        await _run_and_wait(credentials, report, rows, instance_ids, spec, events)
+        await _run_and_wait(credentials, report, rows, instance_ids, spec, events, owner)
 
 
 async def _run_and_wait(
@@ -86,6 +103,7 @@ async def _run_and_wait(
     instance_ids: Sequence[str],
     spec: CommandSpec,
     events: EventStream,
+    owner: Owner,
 ) -> None:
     invocations = commands.run_command(
         credentials,
@@ -99,22 +117,41 @@ async def _run_and_wait(
         output_prefix=spec.output_prefix,
     )
     report.command = spec.name
+    report.invocations = list(invocations)
     report.invoke_ids = [i.invoke_id for i in invocations]
+    for invocation in invocations:
+        for instance_id in invocation.instance_ids:
+            rows[instance_id].invoke_id = invocation.invoke_id
+            rows[instance_id].status = "Unknown"
     results = await waits.wait_for_results(
-        credentials, invocations, timeout=spec.timeout + spec.result_grace, stream=events
+        credentials, invocations, spec.clock, stream=events, owner=owner
     )
     report.waits.append(WaitSummary.of(results.wait))
-    records = results.records
+    records = dict(results.records)
     for instance_id, settled in results.wait.settled.items():
         rows[instance_id].settled_by["result"] = settled.by
     for instance_id, error in results.errors.items():
         rows[instance_id].error = error
+    if results.unfinished:
+        stopped = await _stop_and_settle(
+            credentials, report, invocations, results.unfinished, spec, events, owner
+        )
+        records.update(stopped)
+        for instance_id in report.stopped:
+            rows[instance_id].error = f"stopped by the runbook: {rows[instance_id].error}"
+    for instance_id, record in records.items():
+        _apply(rows[instance_id], record)
     deliverable = {
         k: r for k, r in records.items() if r.final and r.status not in NO_OUTPUT_STATUSES
     }
     if spec.output_bucket and deliverable:
         delivery, delivered = await waits.wait_for_output_delivery(
-            credentials, invocations, deliverable, timeout=spec.delivery_timeout, stream=events
+            credentials,
+            invocations,
+            deliverable,
+            timeout=spec.delivery_timeout,
+            stream=events,
+            owner=owner,
         )
         report.waits.append(WaitSummary.of(delivery))
         records = {**records, **delivered}
@@ -122,7 +159,7 @@ async def _run_and_wait(
             rows[instance_id].settled_by["output"] = settled.by
     for instance_id, record in records.items():
         _apply(rows[instance_id], record)
-    readable = {k: r for k, r in records.items() if r.status not in NO_OUTPUT_STATUSES}
+    readable = {k: r for k, r in records.items() if r.final and r.status not in NO_OUTPUT_STATUSES}
     if readable:
         outputs = await commands.read_outputs(credentials, readable)
         for instance_id, output in outputs.items():
@@ -130,6 +167,40 @@ async def _run_and_wait(
             row.output, row.output_source = output.text, output.source
             if output.error and row.error is None and row.status == "Success":
                 get_run_logger().warning("%s: %s", instance_id, output.error)
+
+
+async def _stop_and_settle(
+    credentials: AlibabaCloudCredentials,
+    report: RunReport,
+    invocations: Sequence[Invocation],
+    unfinished: Sequence[str],
+    spec: CommandSpec,
+    events: EventStream,
+    owner: Owner,
+) -> dict[str, InvocationRecord]:
+    """A command with no final status by the end of its wait is stopped, never left running
+    unseen; the final status that follows (Terminated, Cancelled) is what the report shows."""
+    reason = f"no final status within {spec.clock.limit:.0f}s of RunCommand"
+    failed = commands.stop_commands(credentials, invocations, unfinished, reason)
+    report.stopped = [i for i in unfinished if i not in failed]
+    if not report.stopped:
+        return {}
+    chosen = set(report.stopped)
+    stopping = [
+        inv.model_copy(update={"instance_ids": [i for i in inv.instance_ids if i in chosen]})
+        for inv in invocations
+        if chosen & set(inv.instance_ids)
+    ]
+    after = await waits.wait_for_results(
+        credentials,
+        stopping,
+        CommandClock(timeout=0, grace=spec.stop_timeout, start_timeout=0),
+        stream=events,
+        owner=owner,
+        name="TaskCompleted after StopInvocation",
+    )
+    report.waits.append(WaitSummary.of(after.wait))
+    return after.records
 
 
 def will_retry() -> bool:
@@ -141,14 +212,51 @@ def will_retry() -> bool:
     return context.flow_run.run_count <= (context.flow.retries or 0)
 
 
+def stop_unfinished_commands(
+    credentials: AlibabaCloudCredentials, report: RunReport, why: str
+) -> None:
+    """Before instances are deleted on a failure or a cancellation: stop the commands that
+    have not finished on them (best effort; the report says what was stopped)."""
+    unfinished = [
+        i
+        for inv in report.invocations
+        for i in inv.instance_ids
+        if report.row(i) is not None and report.row(i).status not in FINAL_INVOCATION_STATUSES  # type: ignore[union-attr]
+    ]
+    if not unfinished:
+        return
+    try:
+        failed = commands.stop_commands(credentials, report.invocations, unfinished, why)
+    except BaseException as exc:
+        get_run_logger().error("Could not stop the commands still running: %s", exc)
+        return
+    report.stopped = [i for i in unfinished if i not in failed]
+
+
+@asynccontextmanager
+async def reporting(report: RunReport, key: str) -> AsyncIterator[None]:
+    """Publish the report even when the run fails halfway, so what is known is not lost."""
+    try:
+        yield
+    except BaseException as exc:
+        report.finished_at = datetime.now(report.started_at.tzinfo)
+        report.error = str(exc) or type(exc).__name__
+        try:
+            publish_report(report, key)
+        except BaseException as publish_error:
+            get_run_logger().error("Could not publish the run's report: %s", publish_error)
+        raise
+
+
 def finish(report: RunReport, key: str, on_failure: FailurePolicy) -> RunReport:
     """Publish the artifacts, log the outcome and apply the failure policy."""
     logger = get_run_logger()
     report.finished_at = datetime.now(report.started_at.tzinfo)
     publish_report(report, key)
     failed = report.failed
+    total = len(report.instances)
     logger.info(
-        "%d of %d instances succeeded", len(report.instances) - len(failed), len(report.instances)
+        "%d of %d instance%s succeeded", total - len(failed), total, "" if total == 1 else "s"
     )
     for row in failed:
         logger.error(
@@ -162,7 +270,8 @@ def finish(report: RunReport, key: str, on_failure: FailurePolicy) -> RunReport:
         listed = ", ".join(f"{r.instance_id} ({r.status})" for r in failed[:10])
         more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
         raise RunbookFailed(
-            f"{len(failed)} of {len(report.instances)} instances failed: {listed}{more}. "
-            "See the run's artifacts; pass on_failure='continue' to report and carry on."
+            f"{len(failed)} of {total} instance{'' if total == 1 else 's'} failed: "
+            f"{listed}{more}. See the run's artifacts; pass on_failure='continue' to report "
+            "and carry on."
         )
     return report

@@ -9,25 +9,25 @@ from datetime import UTC, datetime
 from alibabacloud_ecs20140526 import models as ecs
 from prefect import get_run_logger, task
 from prefect.events import emit_event
+from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from alicloud_runbooks.blocks import AlibabaCloudCredentials
 from alicloud_runbooks.cloud_assistant import (
+    INVOCATION_GROUP_TAG,
     RUN_COMMAND_MAX_INSTANCES,
+    Invocation,
     InvocationRecord,
     chunks,
     describe_results,
+    stop_invocations,
 )
 from alicloud_runbooks.errors import call
 from alicloud_runbooks.events import names
 from alicloud_runbooks.report import OutputSource
-from tasks.instances import client_token
+from tasks.instances import FLOW_RUN_TAG, client_token
 
-
-class Invocation(BaseModel):
-    invoke_id: str
-    instance_ids: list[str]
-    started_at: datetime
+__all__ = ["Invocation", "Output", "read_outputs", "run_command", "stop_commands"]
 
 
 class Output(BaseModel):
@@ -55,10 +55,13 @@ def run_command(
     output_bucket: str | None = None,
     output_prefix: str | None = "runbooks",
 ) -> list[Invocation]:
-    """RunCommand on up to 100 instances per call; one invocation per call."""
+    """RunCommand on up to 100 instances per call; one invocation per call, all tagged with
+    one group so a single DescribeInvocations call can answer for the whole step."""
     logger = get_run_logger()
     client = credentials.ecs_client()
     delivery = oss_destination(output_bucket, output_prefix)
+    group = client_token("run-command-group", name, len(instance_ids), *instance_ids[:1])
+    tags = {FLOW_RUN_TAG: flow_run.get_id() or "none", INVOCATION_GROUP_TAG: group}
     invocations: list[Invocation] = []
     for index, batch in enumerate(chunks(list(instance_ids), RUN_COMMAND_MAX_INSTANCES)):
         request = ecs.RunCommandRequest(
@@ -74,11 +77,18 @@ def run_command(
             parameters=parameters or None,
             oss_output_delivery=delivery,
             client_token=client_token("run-command", index, name, *batch),
+            tag=[ecs.RunCommandRequestTag(key=k, value=v) for k, v in tags.items()],
         )
         started_at = datetime.now(UTC)
         body = call("RunCommand", lambda r=request: client.run_command(r).body)
         invocations.append(
-            Invocation(invoke_id=body.invoke_id, instance_ids=batch, started_at=started_at)
+            Invocation(
+                invoke_id=body.invoke_id,
+                command_id=body.command_id,
+                instance_ids=batch,
+                started_at=started_at,
+                group=group,
+            )
         )
         emit_event(
             event="runbooks.command.invoked",
@@ -172,3 +182,27 @@ async def read_outputs(
             sum(1 for i in wanted if outputs[i].source == "inline-truncated"),
         )
     return outputs
+
+
+@task(name="stop-commands")
+def stop_commands(
+    credentials: AlibabaCloudCredentials,
+    invocations: Sequence[Invocation],
+    instance_ids: Sequence[str],
+    reason: str,
+) -> dict[str, str]:
+    """StopInvocation for these instances' commands, so none is left running unseen (or killed
+    later by an instance's deletion without the report saying so); the errors, per instance."""
+    wanted = set(instance_ids)
+    targets = {
+        inv.invoke_id: [i for i in inv.instance_ids if i in wanted]
+        for inv in invocations
+        if wanted & set(inv.instance_ids)
+    }
+    if not targets:
+        return {}
+    get_run_logger().warning("Stopping the command on %d instances: %s", len(wanted), reason)
+    errors = stop_invocations(credentials.ecs_client(), credentials.region_id, targets)
+    for instance_id, error in errors.items():
+        get_run_logger().error("%s: could not stop its command: %s", instance_id, error)
+    return errors

@@ -1,5 +1,6 @@
 """Event-triggered steps: wait for FirstHeartbeat, TaskCompleted and OutputDelivered for a
-whole batch with one subscription each, reconciling only what the deadline leaves open."""
+whole batch with one subscription each, reconciling only what the events leave open (the
+rules: `alicloud_runbooks.reconciliation`)."""
 
 from __future__ import annotations
 
@@ -15,16 +16,11 @@ from pydantic import BaseModel
 
 from alicloud_runbooks import cloud_assistant as ca
 from alicloud_runbooks.blocks import AlibabaCloudCredentials
-from alicloud_runbooks.cloud_assistant import InvocationRecord
+from alicloud_runbooks.cloud_assistant import CommandClock, Invocation, InvocationRecord
 from alicloud_runbooks.events import names
-from alicloud_runbooks.waiter import (
-    EventStream,
-    EventWait,
-    Reconciler,
-    WaitResult,
-    wait_for_events,
-)
-from tasks.commands import Invocation
+from alicloud_runbooks.reconciliation import Answer
+from alicloud_runbooks.stream import EventStream
+from alicloud_runbooks.waiter import EventWait, Owner, WaitResult, wait_for_events
 
 # Events are read back from the store this far before the action that caused them: instance
 # and invocation ids are unique, and a retried flow run finds its first attempt's events.
@@ -38,7 +34,7 @@ def _since(moment: datetime) -> datetime:
 
 async def _wait(
     spec: EventWait,
-    reconcile: Reconciler,
+    reconcile: Any,
     stream: EventStream | None,
     invoke_ids: Sequence[str] = (),
 ) -> WaitResult:
@@ -61,27 +57,42 @@ async def _wait(
         payload={"keys": len(spec.keys), "timeout_seconds": spec.timeout},
     )
     logger.info(
-        "Waiting for %s from %d instances (deadline %.0fs, one subscription)",
+        "Waiting for %s from %d instance%s (deadline %.0fs, one subscription)",
         spec.name,
         len(spec.keys),
+        "" if len(spec.keys) == 1 else "s",
         spec.timeout,
     )
     result = await wait_for_events(spec, reconcile, log=logger, stream=stream)
     by_event, by_reconciliation = result.by("event"), result.by("reconciliation")
     seconds = (result.finished_at - result.started_at).total_seconds()
     logger.info(
-        "%s: %d by event, %d by reconciliation, %d unsettled, in %.2fs",
+        "%s: %d by event (%d live, %d from the store), %d by reconciliation, %d unsettled, "
+        "in %.2fs",
         spec.name,
         len(by_event),
+        result.live_events,
+        result.stored_events,
         len(by_reconciliation),
         len(result.unsettled),
         seconds,
     )
     if by_reconciliation:
+        shown = ", ".join(sorted(by_reconciliation)[:10])
+        more = len(by_reconciliation) - 10
         logger.warning(
-            "%s: no event came for %s; settled by reconciliation (is the relay up and subscribed?)",
+            "%s: no event came for %s%s; settled by reconciliation (is the relay up and "
+            "subscribed?)",
             spec.name,
-            ", ".join(by_reconciliation),
+            shown,
+            f" and {more} more" if more > 0 else "",
+        )
+    if result.foreign:
+        logger.warning(
+            "%s: ignored %d events that do not belong to this run (%s)",
+            spec.name,
+            sum(result.foreign.values()),
+            "; ".join(f"{n} x {reason}" for reason, n in result.foreign.items()),
         )
     emit_event(
         event="runbooks.wait.finished",
@@ -91,10 +102,19 @@ async def _wait(
             "by_event": len(by_event),
             "by_reconciliation": len(by_reconciliation),
             "unsettled": result.unsettled,
+            "straggler_rounds": result.straggler_rounds,
+            "foreign_events": sum(result.foreign.values()),
+            "reconcile_error": result.reconcile_error,
             "seconds": seconds,
         },
     )
     return result
+
+
+def _no_answer(what: str, api: str, result: WaitResult) -> str:
+    if result.reconcile_error:
+        return f"no {what}, and {api} failed: {result.reconcile_error}"
+    return f"no {what}, and {api} does not know the instance"
 
 
 class Heartbeats(BaseModel):
@@ -111,42 +131,40 @@ async def wait_for_heartbeats(
     launched_at: datetime,
     timeout: float = 300,
     stream: EventStream | None = None,
+    owner: Owner | None = None,
 ) -> Heartbeats:
     """Ready = a FirstHeartbeat event, or an agent that reconciliation finds online and new
     enough to have sent one. An agent too old for the event is an error naming the rule."""
     client = credentials.ecs_client()
     region = credentials.region_id
 
-    async def reconcile(ids: list[str]) -> dict[str, dict[str, Any]]:
+    async def reconcile(ids: list[str]) -> dict[str, Answer]:
         return await ca.reconcile_agents(client, region, ids)
 
-    spec = ca.heartbeat_wait(instance_ids, _since(launched_at), timeout)
+    spec = ca.heartbeat_wait(instance_ids, _since(launched_at), timeout, owner)
     result = await _wait(spec, reconcile, stream)
     ready: list[str] = []
     seconds: dict[str, float] = {}
     errors: dict[str, str] = {}
+    late = f"no FirstHeartbeat within {timeout:.0f}s"
     for instance_id in instance_ids:
         settled = result.settled.get(instance_id)
-        if settled is None:
-            errors[instance_id] = (
-                f"no FirstHeartbeat within {timeout:.0f}s and DescribeCloudAssistantStatus "
-                "does not know the instance"
-            )
-            continue
-        if settled.by == "event":
+        if settled is not None and settled.by == "event":
             ready.append(instance_id)
             if settled.source_time is not None and settled.source_time >= launched_at:
                 seconds[instance_id] = round((settled.source_time - launched_at).total_seconds(), 2)
             continue
-        agent = ca.AgentStatus.model_validate(settled.data)
-        rule = ca.first_heartbeat_rule(agent.os_type, agent.version)
-        if rule:
-            errors[instance_id] = f"no FirstHeartbeat within {timeout:.0f}s: {rule}"
+        known = settled.data if settled is not None else result.last_known.get(instance_id)
+        if known is None:
+            errors[instance_id] = _no_answer(late, "DescribeCloudAssistantStatus", result)
+            continue
+        agent = ca.AgentStatus.model_validate(known)
+        if rule := ca.first_heartbeat_rule(agent.os_type, agent.version):
+            errors[instance_id] = f"{late}: {rule}"
         elif not agent.online:
             errors[instance_id] = (
-                f"no FirstHeartbeat within {timeout:.0f}s and the Cloud Assistant agent "
-                f"({agent.version}) is not online: check the instance boots and can reach "
-                "Cloud Assistant"
+                f"{late} and the Cloud Assistant agent ({agent.version}) is not online: "
+                "check the instance boots and can reach Cloud Assistant"
             )
         else:
             ready.append(instance_id)
@@ -156,24 +174,11 @@ async def wait_for_heartbeats(
     return Heartbeats(wait=result, ready=ready, seconds=seconds, errors=errors)
 
 
-def _record_from_event(data: dict[str, Any]) -> InvocationRecord:
-    exit_code = data.get("exitCode")
-    error_code = data.get("errorCode")
-    return InvocationRecord(
-        instance_id=data["instanceId"],
-        invoke_id=data["invokeId"],
-        status=data["invocationStatus"],
-        exit_code=int(exit_code) if str(exit_code or "").lstrip("-").isdigit() else None,
-        start_time=data.get("startTime"),
-        finish_time=data.get("finishTime"),
-        error_code=None if error_code in (None, "", "0") else error_code,
-        error_info=data.get("errorDesc") or None,
-    )
-
-
 class Results(BaseModel):
     wait: WaitResult
     records: dict[str, InvocationRecord]
+    unfinished: list[str]
+    """Instances with no final status at the end of the wait (still running, or unknown)."""
     errors: dict[str, str]
 
 
@@ -188,37 +193,47 @@ def _by_invocation(invocations: Sequence[Invocation]) -> tuple[list[str], list[s
 async def wait_for_results(
     credentials: AlibabaCloudCredentials,
     invocations: Sequence[Invocation],
-    timeout: float,
+    clock: CommandClock,
     stream: EventStream | None = None,
+    owner: Owner | None = None,
+    name: str = "TaskCompleted",
 ) -> Results:
-    """TaskCompleted per instance; DescribeInvocationResults for what the deadline leaves."""
+    """TaskCompleted per instance; DescribeInvocations for the stragglers and what the deadline
+    leaves. Only final statuses count: a command still running keeps its key open until it
+    can no longer be (`clock.limit`), and is then listed in `unfinished`."""
     client = credentials.ecs_client()
     instance_ids, invoke_ids, started = _by_invocation(invocations)
 
-    async def reconcile(ids: list[str]) -> dict[str, dict[str, Any]]:
-        return await ca.reconcile_results(client, credentials.region_id, invoke_ids, ids)
+    async def reconcile(ids: list[str]) -> dict[str, Answer]:
+        return await ca.reconcile_results(client, credentials.region_id, invocations, clock, ids)
 
-    spec = ca.task_completed_wait(instance_ids, invoke_ids, _since(started), timeout)
+    spec = ca.task_completed_wait(invocations, _since(started), clock, owner)
+    spec.name = name
     result = await _wait(spec, reconcile, stream, invoke_ids)
     records: dict[str, InvocationRecord] = {}
     errors: dict[str, str] = {}
+    unfinished: list[str] = []
     for instance_id in instance_ids:
         settled = result.settled.get(instance_id)
-        if settled is None:
-            errors[instance_id] = f"no result within {timeout:.0f}s and none from the API"
-            continue
-        record = (
-            _record_from_event(settled.data)
-            if settled.by == "event"
-            else InvocationRecord.model_validate(settled.data)
-        )
-        records[instance_id] = record
-        if not record.final:
-            errors[instance_id] = (
-                f"still {record.status} after {timeout:.0f}s (the command's own timeout should "
-                "have ended it: is the agent stuck?)"
+        if settled is not None:
+            records[instance_id] = (
+                InvocationRecord.from_event(settled.data)
+                if settled.by == "event"
+                else InvocationRecord.model_validate(settled.data)
             )
-    return Results(wait=result, records=records, errors=errors)
+            continue
+        unfinished.append(instance_id)
+        known = result.last_known.get(instance_id)
+        if known is None:
+            errors[instance_id] = _no_answer("result", "DescribeInvocations", result)
+            continue
+        record = InvocationRecord.model_validate(known)
+        since = f" since {record.start_time}" if record.start_time else ""
+        errors[instance_id] = (
+            f"no final status within {clock.limit:.0f}s of RunCommand: last seen "
+            f"{record.status}{since}"
+        )
+    return Results(wait=result, records=records, unfinished=unfinished, errors=errors)
 
 
 @task(name="wait-for-output-delivery", cache_policy=NO_CACHE)
@@ -228,17 +243,16 @@ async def wait_for_output_delivery(
     records: dict[str, InvocationRecord],
     timeout: float = 60,
     stream: EventStream | None = None,
+    owner: Owner | None = None,
 ) -> tuple[WaitResult, dict[str, InvocationRecord]]:
     """OutputDelivered (Finished or Failed) per instance; records updated with the OSS URI."""
     client = credentials.ecs_client()
     _, invoke_ids, started = _by_invocation(invocations)
-    instance_ids = list(records)
 
-    async def reconcile(ids: list[str]) -> dict[str, dict[str, Any]]:
-        found = await ca.reconcile_results(client, credentials.region_id, invoke_ids, ids)
-        return {k: v for k, v in found.items() if v.get("oss_status") in ca.FINAL_DELIVERY_STATUSES}
+    async def reconcile(ids: list[str]) -> dict[str, Answer]:
+        return await ca.reconcile_deliveries(client, credentials.region_id, invocations, ids)
 
-    spec = ca.output_delivered_wait(instance_ids, invoke_ids, _since(started), timeout)
+    spec = ca.output_delivered_wait(invocations, list(records), _since(started), timeout, owner)
     result = await _wait(spec, reconcile, stream, invoke_ids)
     updated: dict[str, InvocationRecord] = {}
     for instance_id, record in records.items():

@@ -580,6 +580,13 @@ async def describe_invocations(cloud: Cloud, params: Params) -> dict[str, Any]:
         invocations = [i for i in invocations if status in (i.status, i.invoke_status)]
     if command_type := params.get("CommandType"):
         invocations = [i for i in invocations if i.command.type == command_type]
+    for tag in params.objects("Tag"):
+        invocations = [
+            i
+            for i in invocations
+            if tag.get("Key") in i.tags
+            and ("Value" not in tag or i.tags[tag["Key"]] == tag["Value"])
+        ]
     include_output = params.bool("IncludeOutput")
     page, paging = paginate(invocations, params, max_size=50)
     views = []

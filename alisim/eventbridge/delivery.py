@@ -116,7 +116,7 @@ class DeliveryEngine:
         self._loop = loop
         faults = self.cloud.faults
         plan = faults.plan.delivery
-        if not plan.applies_to(delivery.event_type):
+        if not plan.applies_to(delivery.event_type, delivery.body):
             plan = DeliveryFault()
         if plan.drop_rate and random.random() < plan.drop_rate:
             faults.injected += 1
