@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import oss2
@@ -25,6 +26,7 @@ from alisim.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, zero
 from alisim.credentials import CredentialStore
 from alisim.exposure import RemoteBindRefused
 from alisim.server import AlisimServer, free_port
+from tests.helpers import wait_until
 
 REGION = "cn-hangzhou"
 REMOTE_PEER = "203.0.113.7"
@@ -197,3 +199,36 @@ def test_remote_mode_sts_keys_come_from_the_locked_developer_api(open_sim: Alisi
 def test_loopback_only_developer_api_stays_open(sim: AlisimServer) -> None:
     assert sim.remote_key is None
     assert httpx.get(f"{sim.url}/_alisim/health").status_code == 200
+
+
+def test_sim_with_allow_remote_prints_its_fresh_key(tmp_path: Path) -> None:
+    port = free_port()
+    out = tmp_path / "stdout"
+    with out.open("w") as sink:
+        proc = subprocess.Popen(
+            _runbooks("sim", "--allow-remote", "--port", str(port), "--log-level", "warning"),
+            stdout=sink,
+        )
+    try:
+        printed = wait_until(
+            lambda: "developer API" in out.read_text() and out.read_text(), timeout=30
+        )
+        lines = dict(line.split("=", 1) for line in printed.splitlines() if "=" in line)
+        key_id = lines["ALIBABA_CLOUD_ACCESS_KEY_ID"]
+        secret = lines["ALIBABA_CLOUD_ACCESS_KEY_SECRET"]
+        assert (key_id, secret) != PUBLISHED
+        assert "works from loopback only" in printed
+        url = f"http://127.0.0.1:{port}/_alisim/health"
+
+        def answered() -> int:
+            try:
+                return httpx.get(url).status_code
+            except httpx.HTTPError:
+                return 0
+
+        assert wait_until(answered, timeout=30) == 401
+        ok = httpx.get(url, headers={"Authorization": f"Bearer {key_id}:{secret}"})
+        assert ok.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
