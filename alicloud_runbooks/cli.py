@@ -21,7 +21,13 @@ def _sim(args: argparse.Namespace) -> int:
         Settings,
         zero_delay_settings,
     )
+    from alisim.exposure import TRUSTED_PROXIES, RemoteBindRefused, check_bind
 
+    try:
+        check_bind(args.host, args.allow_remote)
+    except RemoteBindRefused as exc:
+        print(f"runbooks sim: {exc}", file=sys.stderr)
+        return 2
     settings = zero_delay_settings() if args.zero_boot else Settings()
     settings.time_scale = args.time_scale
     if args.region:
@@ -29,8 +35,19 @@ def _sim(args: argparse.Namespace) -> int:
     cloud = Cloud(settings)
     print(f"alisim endpoint: {args.host}:{args.port}", flush=True)
     print(f"region: {settings.region}")
-    print(f"ALIBABA_CLOUD_ACCESS_KEY_ID={DEFAULT_ACCESS_KEY_ID}")
-    print(f"ALIBABA_CLOUD_ACCESS_KEY_SECRET={DEFAULT_ACCESS_KEY_SECRET}")
+    if args.allow_remote:
+        # alisim's own fresh key, printed to its own terminal: the only way to hand it over.
+        key = cloud.credentials.open_to_remote()
+        print(f"ALIBABA_CLOUD_ACCESS_KEY_ID={key.access_key_id}")
+        print(f"ALIBABA_CLOUD_ACCESS_KEY_SECRET={key.access_key_secret}")
+        print(
+            "open to other hosts: remote clients must use this fresh key pair (the published "
+            f"{DEFAULT_ACCESS_KEY_ID} works from loopback only); /_alisim/* needs "
+            "'Authorization: Bearer <AccessKeyId>:<AccessKeySecret>'"
+        )
+    else:
+        print(f"ALIBABA_CLOUD_ACCESS_KEY_ID={DEFAULT_ACCESS_KEY_ID}")
+        print(f"ALIBABA_CLOUD_ACCESS_KEY_SECRET={DEFAULT_ACCESS_KEY_SECRET}")
     print(f"developer API: http://{args.host}:{args.port}/_alisim/health", flush=True)
     uvicorn.run(
         create_app(cloud),
@@ -40,6 +57,8 @@ def _sim(args: argparse.Namespace) -> int:
         access_log=False,
         timeout_keep_alive=30,
         backlog=2048,
+        proxy_headers=True,
+        forwarded_allow_ips=TRUSTED_PROXIES,
     )
     return 0
 
@@ -157,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="multiply every simulated delay (0.1 boots ten times faster)",
     )
     sim.add_argument("--zero-boot", action="store_true", help="instances boot at once")
+    sim.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host that is not loopback: mints a fresh key pair (printed) that remote "
+        "clients and /_alisim/* must use; the published key pair then works from loopback only",
+    )
     sim.add_argument("--log-level", default="info")
     sim.set_defaults(func=_sim)
 

@@ -14,6 +14,7 @@ from alibabacloud_credentials.client import Client as CredentialClient
 from alibabacloud_ecs20140526.client import Client as EcsClient
 from alibabacloud_eventbridge20200401.client import Client as EventBridgeClient
 from alibabacloud_ros20190910.client import Client as RosClient
+from alibabacloud_sts20150401.client import Client as StsClient
 from alibabacloud_tea_openapi.models import Config
 from darabonba.policy.retry import RetryCondition, RetryOptions
 
@@ -84,6 +85,11 @@ def eventbridge_client(**access: Unpack[Access]) -> EventBridgeClient:
 
 def ros_client(**access: Unpack[Access]) -> RosClient:
     return RosClient(openapi_config("ros", **access))
+
+
+def sts_client(**access: Unpack[Access]) -> StsClient:
+    """STS on its regional endpoint (`sts.<region>.aliyuncs.com`), e.g. for GetCallerIdentity."""
+    return StsClient(openapi_config("sts", **access))
 
 
 class ChainCredentialsProvider(oss2.credentials.CredentialsProvider):

@@ -1,7 +1,7 @@
 """The one ASGI app behind alisim's one port.
 
 `/_alisim/*` is the developer API; a request naming an OpenAPI action (`x-acs-action`
-header or `Action` parameter) goes to ECS/ROS/EventBridge; everything else is OSS path-style.
+header or `Action` parameter) goes to ECS/ROS/EventBridge/STS; everything else is OSS path-style.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def create_app(cloud: Cloud) -> Starlette:
     # Importing the service modules registers their actions.
     import alisim.ecs.actions  # noqa: F401
     from alisim.eventbridge import actions as _eventbridge_actions  # noqa: F401
+    from alisim.sts import actions as _sts_actions  # noqa: F401
 
     app = Starlette(
         routes=[Route("/{path:path}", entry, methods=_METHODS)],

@@ -60,6 +60,19 @@ class Settings(BaseModel):
         default=32, ge=1, description="Pushes in flight at once across all targets."
     )
     delivery_log_limit: int = Field(default=100_000, ge=100)
+    oss_max_object_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1,
+        le=5 * 1024**3,
+        description="Largest OSS request body alisim accepts (objects live in memory); "
+        "real OSS allows 5 GiB in one PutObject.",
+    )
+    openapi_max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1, description="Largest OpenAPI (ECS, ROS...) request body."
+    )
+    devapi_max_body_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="Largest `/_alisim/*` request body."
+    )
     dead_letter_path: str | None = Field(
         default=None,
         description="JSONL file of undeliverable events; default <data_dir>/dead-letters.jsonl.",

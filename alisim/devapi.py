@@ -1,17 +1,23 @@
 """Developer endpoints under `/_alisim/`: health, call counts, events, settings, faults, reset,
 and (from `alisim.eventbridge.devroutes`) deliveries, dead letters, CloudMonitor subscriptions.
 
-JSON in and out. Unknown paths and bad bodies get a JSON error, never a 500.
+JSON in and out. Unknown paths and bad input get a JSON 4xx saying what is wrong, never a
+500; bodies are bounded (`devapi_max_body_bytes`). When alisim is open to other hosts every
+endpoint needs `Authorization: Bearer <AccessKeyId>:<AccessKeySecret>` of its fresh key.
 """
 
 from __future__ import annotations
 
+import hmac
+import logging
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Message
 
+from alisim.bodies import BodyTooLarge, read_bounded
 from alisim.config import Settings
 from alisim.eventbridge import devroutes as eventbridge_routes
 from alisim.events import documents
@@ -19,6 +25,8 @@ from alisim.faults import FaultPlan
 
 if TYPE_CHECKING:
     from alisim.cloud import Cloud
+
+log = logging.getLogger("alisim.devapi")
 
 
 class _BadRequest(Exception):
@@ -38,7 +46,11 @@ def _validate(model: type[BaseModel], data: Any) -> BaseModel:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise _BadRequest(exc.errors(include_url=False).__repr__()) from None
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        )
+        raise _BadRequest(f"invalid {model.__name__}: {problems}") from None
 
 
 async def _settings(cloud: Cloud, request: Request) -> Response:
@@ -46,6 +58,9 @@ async def _settings(cloud: Cloud, request: Request) -> Response:
         patch = await _json_body(request)
         if not isinstance(patch, dict):
             raise _BadRequest("settings must be a JSON object")
+        unknown = sorted(set(patch) - set(Settings.model_fields))
+        if unknown:
+            raise _BadRequest(f"unknown settings {unknown}; known: {sorted(Settings.model_fields)}")
         merged = cloud.settings.model_dump() | patch
         updated = _validate(Settings, merged)
         for name in Settings.model_fields:
@@ -62,6 +77,8 @@ class InjectedEvent(BaseModel):
     source: str = Field(min_length=1)
     subject: str = ""
     data: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = Field(default=None, min_length=1)
+    time: str | None = Field(default=None, min_length=1)
 
 
 async def _publish(cloud: Cloud, request: Request) -> None:
@@ -71,7 +88,6 @@ async def _publish(cloud: Cloud, request: Request) -> None:
         raise _BadRequest("at most 10,000 events per request")
     events = [_validate(InjectedEvent, item) for item in items]
     for event in events:
-        extra = event.model_extra or {}
         document = documents.cloud_event(
             type=event.type,
             source=event.source,
@@ -80,7 +96,7 @@ async def _publish(cloud: Cloud, request: Request) -> None:
             subject=event.subject,
             data=event.data,
         )
-        document.update({k: v for k, v in extra.items() if k in ("id", "time")})
+        document.update({k: getattr(event, k) for k in ("id", "time") if getattr(event, k)})
         cloud.events.publish(document)
 
 
@@ -92,9 +108,11 @@ async def _events(cloud: Cloud, request: Request) -> Response:
     q = request.query_params
     try:
         after = int(q.get("after", "0"))
-        limit = min(int(q.get("limit", "1000")), 10_000)
+        limit = int(q.get("limit", "1000"))
     except ValueError:
         raise _BadRequest("after and limit must be integers") from None
+    if not 1 <= limit <= 10_000:
+        raise _BadRequest("limit must be between 1 and 10000")
     found = cloud.events.query(
         after=after, type=q.get("type"), subject_contains=q.get("contains"), limit=limit
     )
@@ -143,19 +161,29 @@ async def _health(cloud: Cloud, request: Request) -> Response:
     )
 
 
+class StsRequest(BaseModel):
+    """Body of `POST /_alisim/sts`. A negative duration mints an already expired token,
+    for tests of expiry; the longest is AssumeRole's 12 hours."""
+
+    model_config = ConfigDict(extra="forbid")
+    DurationSeconds: int = Field(default=3600, ge=-86_400, le=43_200)
+    RoleSessionName: str = Field(default="alisim", pattern=r"^[A-Za-z0-9.@_-]{2,64}$")
+
+
 async def _sts(cloud: Cloud, request: Request) -> Response:
     """Mint a temporary key triple, as AssumeRole would, for STS-token tests and users."""
     if request.method != "POST":
         raise _BadRequest("use POST", 405)
-    body = await _json_body(request)
-    duration = int(body.get("DurationSeconds", 3600)) if isinstance(body, dict) else 3600
-    key = cloud.credentials.issue_sts(duration)
+    wanted = _validate(StsRequest, await _json_body(request))
+    assert isinstance(wanted, StsRequest)
+    key = cloud.credentials.issue_sts(wanted.DurationSeconds, wanted.RoleSessionName)
+    assert key.expires_at is not None
     return JSONResponse(
         {
             "AccessKeyId": key.access_key_id,
             "AccessKeySecret": key.access_key_secret,
             "SecurityToken": key.security_token,
-            "Expiration": key.expires_at,
+            "Expiration": documents.iso_utc(key.expires_at),
         }
     )
 
@@ -172,7 +200,45 @@ _ROUTES = {
 }
 
 
+def _authorized(cloud: Cloud, request: Request) -> bool:
+    """Open on a loopback-only alisim; otherwise the fresh key, compared in constant time."""
+    key = cloud.credentials.remote_key
+    if key is None:
+        return True
+    given = request.headers.get("authorization", "")
+    expected = f"Bearer {key.access_key_id}:{key.access_key_secret}"
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
+
+
+def _unauthorized() -> Response:
+    return JSONResponse(
+        {
+            "error": "alisim is open to other hosts, so its developer API needs the key pair it "
+            "printed at start: send 'Authorization: Bearer <AccessKeyId>:<AccessKeySecret>'"
+        },
+        status_code=401,
+        headers={"www-authenticate": 'Bearer realm="alisim"'},
+    )
+
+
+async def _buffered(request: Request, limit: int) -> Request:
+    """The request with its body read (bounded) up front, so routes may `await body()`."""
+    body = await read_bounded(request, limit)
+    replayed = False
+
+    async def receive() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await request.receive()
+
+    return Request(request.scope, receive)
+
+
 async def handle(cloud: Cloud, request: Request) -> Response:
+    if not _authorized(cloud, request):
+        return _unauthorized()
     name = request.url.path.removeprefix("/_alisim").strip("/")
     route = _ROUTES.get(name)
     if route is None:
@@ -180,7 +246,19 @@ async def handle(cloud: Cloud, request: Request) -> Response:
             {"error": f"unknown developer endpoint {name!r}", "endpoints": sorted(_ROUTES)},
             status_code=404,
         )
+    limit = cloud.settings.devapi_max_body_bytes
     try:
-        return await route(cloud, request)
+        return await route(cloud, await _buffered(request, limit))
     except _BadRequest as exc:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
+    except BodyTooLarge:
+        return JSONResponse(
+            {"error": f"the body exceeds {limit} bytes (setting devapi_max_body_bytes)"},
+            status_code=413,
+        )
+    except ClientDisconnect:
+        log.info("%s %s: the client left before sending its body", request.method, name)
+        return Response(status_code=400)
+    except Exception as exc:
+        log.exception("developer endpoint %s failed", name)
+        return JSONResponse({"error": f"alisim failed: {type(exc).__name__}"}, status_code=500)

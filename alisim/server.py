@@ -13,6 +13,8 @@ import uvicorn
 from alisim.app import create_app
 from alisim.cloud import Cloud
 from alisim.config import Settings
+from alisim.credentials import AccessKey
+from alisim.exposure import TRUSTED_PROXIES, check_bind
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -22,7 +24,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class AlisimServer:
-    """alisim on a uvicorn server in its own thread and event loop."""
+    """alisim on a uvicorn server in its own thread and event loop.
+
+    A host that is not loopback is refused (`RemoteBindRefused`) unless `allow_remote`;
+    with it, `remote_key` is a fresh key pair that remote clients and `/_alisim/*` must use.
+    """
 
     def __init__(
         self,
@@ -31,10 +37,15 @@ class AlisimServer:
         port: int | None = None,
         data_dir: Path | None = None,
         log_level: str = "warning",
+        allow_remote: bool = False,
     ) -> None:
+        check_bind(host, allow_remote)
         self.host = host
         self.port = port or free_port(host)
         self.cloud = Cloud(settings, data_dir)
+        self.remote_key: AccessKey | None = (
+            self.cloud.credentials.open_to_remote() if allow_remote else None
+        )
         self.app = create_app(self.cloud)
         config = uvicorn.Config(
             self.app,
@@ -46,6 +57,8 @@ class AlisimServer:
             timeout_keep_alive=30,
             limit_concurrency=2048,
             backlog=2048,
+            proxy_headers=True,
+            forwarded_allow_ips=TRUSTED_PROXIES,
         )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None

@@ -25,7 +25,6 @@ import pytest
 from oss2.utils import Crc64
 
 from alisim.oss.crc64 import crc64_ecma
-from alisim.oss.request import MAX_OBJECT_BYTES
 from alisim.server import AlisimServer
 
 BUCKET = "alisim-test"
@@ -507,7 +506,8 @@ def test_malformed_requests_get_xml_errors(
 def test_oversized_body_is_refused_before_it_is_read(
     v1_bucket: oss2.Bucket, sim: AlisimServer
 ) -> None:
-    url, headers = _signed(v1_bucket, "PUT", "huge", {"Content-Length": str(MAX_OBJECT_BYTES + 1)})
+    limit = sim.cloud.settings.oss_max_object_bytes
+    url, headers = _signed(v1_bucket, "PUT", "huge", {"Content-Length": str(limit + 1)})
     # http.client, unlike httpx, lets the declared length exceed what is actually sent.
     connection = http.client.HTTPConnection(sim.host, sim.port, timeout=10)
     try:
@@ -521,6 +521,7 @@ def test_oversized_body_is_refused_before_it_is_read(
         connection.close()
     assert response.status == 400
     assert ElementTree.fromstring(body).findtext("Code") == "EntityTooLarge"
+    assert ElementTree.fromstring(body).findtext("MaxSizeAllowed") == str(limit)
     assert v1_bucket.put_object("small", b"ok").status == 200
 
 

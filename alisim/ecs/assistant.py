@@ -1,5 +1,7 @@
 """Cloud Assistant: commands really run, one subprocess per instance, bounded in number.
 
+Each command runs in its own process group, which `reaper` kills if alisim dies first.
+
 Each instance of an invocation goes Pending → Running → a final status, publishes its
 TaskCompleted event, and, when asked, delivers its full output to OSS and publishes the
 delivery result. Statuses, error codes and event fields follow Alibaba's documentation.
@@ -21,6 +23,7 @@ from alisim import ids
 from alisim.ecs import agent
 from alisim.ecs.assistant_models import Command, Invocation, InvokeInstance
 from alisim.ecs.models import Instance, InstanceStatus
+from alisim.ecs.reaper import Reaper
 from alisim.errors import ApiError, OssError
 from alisim.events import documents
 
@@ -70,6 +73,7 @@ class CloudAssistant:
         self._agent_ready: dict[str, asyncio.Event] = {}
         self._slots: asyncio.Semaphore | None = None
         self._slot_count = 0
+        self.reaper = Reaper()
 
     # ----- agent presence, driven by the instance lifecycle
     def _ready_event(self, instance_id: str) -> asyncio.Event:
@@ -328,6 +332,7 @@ class CloudAssistant:
         ii.start_time = ii.update_time = time.time()
         instance.last_invoked_at = ii.start_time
         instance.invocation_count += 1
+        self.reaper.start()
         proc = await asyncio.create_subprocess_exec(
             "/bin/sh",
             str(script_path),
@@ -338,6 +343,7 @@ class CloudAssistant:
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )
+        self.reaper.watch(proc.pid)
         captured = bytearray()
 
         async def pump() -> None:
@@ -364,7 +370,10 @@ class CloudAssistant:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 await exited
-            await reader
+            try:
+                await reader
+            finally:
+                self.reaper.forget(proc.pid)
             script_path.unlink(missing_ok=True)
         ii.output = bytes(captured)
         ii.exit_code = proc.returncode
@@ -500,3 +509,4 @@ class CloudAssistant:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.reaper.close()

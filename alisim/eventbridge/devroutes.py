@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -72,15 +73,34 @@ async def dead_letters(cloud: Cloud, request: Request) -> Response:
     )
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:20]} is too large for a number")
+    return value
+
+
 async def read_json(request: Request) -> Any:
-    """The request's JSON body (`{}` when empty); ValueError when it is not JSON."""
+    """The request's JSON body (`{}` when empty); ValueError saying why when it is not strict
+    JSON (NaN, Infinity, numbers beyond a double, lone surrogates, nesting too deep), since
+    such values would only fail later, when alisim writes them out."""
     raw = await request.body()
     if not raw:
         return {}
     try:
-        return json.loads(raw)
-    except ValueError:
-        raise ValueError("the body is not valid JSON") from None
+        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeError:
+        raise ValueError("the body is not UTF-8 or holds a lone surrogate escape") from None
+    except RecursionError:
+        raise ValueError("the body's JSON is nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"the body is not valid JSON: {exc}") from None
+    return value
 
 
 async def subscriptions(cloud: Cloud, request: Request) -> Response:

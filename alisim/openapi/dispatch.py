@@ -12,10 +12,11 @@ import logging
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from alisim import ids
+from alisim import exposure, ids
+from alisim.bodies import BodyTooLarge, read_bounded
 from alisim.errors import ApiError
 from alisim.openapi import registry, signing
 from alisim.openapi.params import Params
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
     from alisim.cloud import Cloud
 
 log = logging.getLogger("alisim.openapi")
-
-MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 def is_openapi_request(request: Request) -> bool:
@@ -48,10 +47,19 @@ def error_response(error: ApiError, request_id: str) -> Response:
     )
 
 
-async def _signed_request(request: Request) -> signing.SignedRequest:
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise ApiError("InvalidParameter.BodyTooLarge", "The request body is too large.", 413)
+def _peer(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def _signed_request(request: Request, limit: int) -> signing.SignedRequest:
+    try:
+        body = await read_bounded(request, limit)
+    except BodyTooLarge:
+        raise ApiError(
+            "InvalidParameter.BodyTooLarge",
+            f"The request body exceeds {limit} bytes (alisim setting openapi_max_body_bytes).",
+            413,
+        ) from None
     form: list[tuple[str, str]] = []
     content_type = request.headers.get("content-type", "")
     if body and content_type.startswith("application/x-www-form-urlencoded"):
@@ -76,16 +84,17 @@ async def _signed_request(request: Request) -> signing.SignedRequest:
 async def handle(cloud: Cloud, request: Request) -> Response:
     request_id = ids.request_id()
     try:
-        signed = await _signed_request(request)
+        signed = await _signed_request(request, cloud.settings.openapi_max_body_bytes)
         params = dict(signed.query)
         params.update(signed.form)
         authorization = request.headers.get("authorization", "")
         action = request.headers.get("x-acs-action") or params.get("Action", "")
         version = request.headers.get("x-acs-version") or params.get("Version", "")
+        keys = cloud.credentials.for_peer(exposure.is_loopback_address(_peer(request)))
         if authorization.startswith(signing.ACS3):
-            signing.verify_acs3(signed, authorization, cloud.credentials, cloud.nonces)
+            caller = signing.verify_acs3(signed, authorization, keys, cloud.nonces)
         elif "Signature" in params:
-            signing.verify_rpc(signed, params, cloud.credentials, cloud.nonces)
+            caller = signing.verify_rpc(signed, params, keys, cloud.nonces)
             # The RPC signature covers the parameters, not the x-acs-* headers the SDK adds.
             action = params.get("Action") or action
             version = params.get("Version") or version
@@ -110,10 +119,15 @@ async def handle(cloud: Cloud, request: Request) -> Response:
                 404,
             )
         cloud.faults.check_api(product.name, action)
-        result = await handler(cloud, Params(params))
+        result = await handler(cloud, Params(params, caller=caller))
     except ApiError as error:
         log.info("%s %s -> %s", request.method, request.url.path, error.code)
         return error_response(error, request_id)
+    except ClientDisconnect:
+        log.info(
+            "%s %s -> the client left before sending its body", request.method, request.url.path
+        )
+        return Response(status_code=400)
     except Exception:
         log.exception("unexpected error serving an OpenAPI request")
         return error_response(

@@ -13,8 +13,11 @@ _FALSE = {"false", "0", "no"}
 
 
 class Params:
-    def __init__(self, values: dict[str, str]) -> None:
+    """The request's parameters and `caller`, the access key id its signature was checked with."""
+
+    def __init__(self, values: dict[str, str], caller: str = "") -> None:
         self.values = values
+        self.caller = caller
 
     def get(self, name: str, default: str | None = None) -> str | None:
         value = self.values.get(name)

@@ -23,9 +23,10 @@ class Product:
 ECS = Product("Ecs", "2014-05-26")
 ROS = Product("ROS", "2019-09-10")
 EVENTBRIDGE = Product("eventbridge", "2020-04-01")
+STS = Product("Sts", "2015-04-01")
 
 _HANDLERS: dict[tuple[str, str], Handler] = {}
-PRODUCTS = {p.version: p for p in (ECS, ROS, EVENTBRIDGE)}
+PRODUCTS = {p.version: p for p in (ECS, ROS, EVENTBRIDGE, STS)}
 
 
 def action(product: Product, name: str) -> Callable[[Handler], Handler]:

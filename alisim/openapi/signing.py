@@ -16,7 +16,7 @@ from calendar import timegm
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from alisim.credentials import CredentialStore, NonceCache
+from alisim.credentials import KeyLookup, NonceCache
 from alisim.errors import ApiError
 
 ACS3 = "ACS3-HMAC-SHA256"
@@ -68,9 +68,7 @@ def _header(req: SignedRequest, name: str) -> str | None:
     return values[0] if values else None
 
 
-def verify_acs3(
-    req: SignedRequest, authorization: str, keys: CredentialStore, nonces: NonceCache
-) -> str:
+def verify_acs3(req: SignedRequest, authorization: str, keys: KeyLookup, nonces: NonceCache) -> str:
     """Verify an ACS3-HMAC-SHA256 request; returns the access key id."""
     parts: dict[str, str] = {}
     for item in authorization[len(ACS3) :].strip().split(","):
@@ -132,7 +130,7 @@ def verify_acs3(
 
 
 def verify_rpc(
-    req: SignedRequest, params: dict[str, str], keys: CredentialStore, nonces: NonceCache
+    req: SignedRequest, params: dict[str, str], keys: KeyLookup, nonces: NonceCache
 ) -> str:
     """Verify an RPC (HMAC-SHA1) request whose parameters include `Signature`."""
     for required in ("AccessKeyId", "Signature", "SignatureNonce", "Timestamp"):

@@ -11,9 +11,10 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from alisim import exposure
 from alisim.errors import ApiError, OssError
 from alisim.oss import buckets, objects
 from alisim.oss.request import OssRequest, parse, read_body
@@ -97,9 +98,13 @@ async def _serve(cloud: Cloud, request: Request, req: OssRequest) -> Response:
         cloud.count_call("Oss", "Unknown")
         raise
     cloud.count_call("Oss", action)
-    req.body = await read_body(request, req.headers)
+    req.body = await read_body(request, cloud.settings.oss_max_object_bytes)
+    peer = request.client.host if request.client else None
     authenticate(
-        req, cloud.credentials, cloud.settings.region, cloud.settings.signature_window_seconds
+        req,
+        cloud.credentials.for_peer(exposure.is_loopback_address(peer)),
+        cloud.settings.region,
+        cloud.settings.signature_window_seconds,
     )
     try:
         cloud.faults.check_api("Oss", action)
@@ -116,6 +121,11 @@ async def handle(cloud: Cloud, request: Request) -> Response:
     except OssError as error:
         log.info("%s %s -> %s", request.method, request.url.path, error.code)
         return error_response(req, error, cloud.settings.region)
+    except ClientDisconnect:
+        log.info(
+            "%s %s -> the client left before sending its body", request.method, request.url.path
+        )
+        return Response(status_code=400)
     except Exception:
         log.exception("unexpected error serving an OSS request")
         error = OssError("InternalError", "alisim failed to serve the request; see its log.", 500)

@@ -15,9 +15,8 @@ from urllib.parse import unquote_plus, unquote_to_bytes
 
 from starlette.requests import Request
 
+from alisim.bodies import BodyTooLarge, read_bounded
 from alisim.errors import OssError
-
-MAX_OBJECT_BYTES = 100 * 1024 * 1024
 
 
 @dataclass
@@ -105,28 +104,22 @@ def parse_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return headers
 
 
-def entity_too_large() -> OssError:
+def entity_too_large(limit: int) -> OssError:
     return OssError(
         "EntityTooLarge",
-        "Your proposed upload exceeds the maximum allowed size.",
+        "Your proposed upload exceeds the maximum allowed size "
+        "(alisim setting oss_max_object_bytes).",
         400,
-        MaxSizeAllowed=str(MAX_OBJECT_BYTES),
+        MaxSizeAllowed=str(limit),
     )
 
 
-async def read_body(request: Request, headers: dict[str, str]) -> bytes:
-    """The body, refused as soon as it is known to exceed the object size limit."""
-    declared = as_count(headers.get("content-length", ""))
-    if declared is not None and declared > MAX_OBJECT_BYTES:
-        raise entity_too_large()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_OBJECT_BYTES:
-            raise entity_too_large()
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it is known to exceed `limit` (objects live in memory)."""
+    try:
+        return await read_bounded(request, limit)
+    except BodyTooLarge:
+        raise entity_too_large(limit) from None
 
 
 def parse(request: Request, request_id: str) -> OssRequest:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote
 
-from alisim.credentials import CredentialStore
+from alisim.credentials import KeyLookup
 from alisim.errors import ApiError, OssError
 from alisim.oss.request import OssRequest, as_count
 
@@ -162,7 +162,7 @@ def _invalid_auth(message: str) -> OssError:
     return OssError("InvalidArgument", message, 400)
 
 
-def _secret(keys: CredentialStore, access_key_id: str, token: str | None) -> str:
+def _secret(keys: KeyLookup, access_key_id: str, token: str | None) -> str:
     try:
         return keys.secret_for(access_key_id, token or None)
     except ApiError as exc:
@@ -258,7 +258,7 @@ def _v1_strings(req: OssRequest, date: bytes) -> list[bytes]:
 
 def _v1_verify(
     req: OssRequest,
-    keys: CredentialStore,
+    keys: KeyLookup,
     access_key_id: str,
     provided: str,
     token: str | None,
@@ -285,7 +285,7 @@ def _parse_http_date(value: str) -> float:
     return parsed.timestamp()
 
 
-def _v1_header(req: OssRequest, authorization: str, keys: CredentialStore, window: int) -> str:
+def _v1_header(req: OssRequest, authorization: str, keys: KeyLookup, window: int) -> str:
     credential, sep, provided = authorization[4:].strip().rpartition(":")
     if not sep or not credential or not provided:
         raise _invalid_auth("Authorization header is invalid.")
@@ -297,7 +297,7 @@ def _v1_header(req: OssRequest, authorization: str, keys: CredentialStore, windo
     return _v1_verify(req, keys, credential, provided, token, date.encode("latin-1"))
 
 
-def _v1_query(req: OssRequest, keys: CredentialStore) -> str:
+def _v1_query(req: OssRequest, keys: KeyLookup) -> str:
     expires = req.params.get("Expires", "")
     expires_at = as_count(expires)
     if expires_at is None:
@@ -371,7 +371,7 @@ def _v4_scope(credential: str, signed_date: str, region: str) -> tuple[str, str,
 
 def _v4_verify(
     req: OssRequest,
-    keys: CredentialStore,
+    keys: KeyLookup,
     region: str,
     credential: str,
     signed_date: str,
@@ -412,7 +412,7 @@ def _v4_fields(authorization: str) -> dict[str, str]:
 
 
 def _v4_header(
-    req: OssRequest, authorization: str, keys: CredentialStore, region: str, window: int
+    req: OssRequest, authorization: str, keys: KeyLookup, region: str, window: int
 ) -> str:
     fields = _v4_fields(authorization)
     if "Credential" not in fields or "Signature" not in fields:
@@ -439,7 +439,7 @@ def _v4_header(
     )
 
 
-def _v4_query(req: OssRequest, keys: CredentialStore, region: str) -> str:
+def _v4_query(req: OssRequest, keys: KeyLookup, region: str) -> str:
     params = req.params
     signed_date = params.get("x-oss-date", "")
     expires = as_count(params.get("x-oss-expires", ""))
@@ -463,7 +463,7 @@ def _v4_query(req: OssRequest, keys: CredentialStore, region: str) -> str:
 # --- entry ------------------------------------------------------------------------------
 
 
-def authenticate(req: OssRequest, keys: CredentialStore, region: str, window: int) -> str:
+def authenticate(req: OssRequest, keys: KeyLookup, region: str, window: int) -> str:
     """The caller's access key id, or the OssError the real service gives for this request."""
     authorization = req.header("authorization").strip()
     if authorization:

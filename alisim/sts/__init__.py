@@ -1,0 +1,1 @@
+"""STS: who the caller is (GetCallerIdentity)."""
