@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
+from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.events.filters import (
@@ -204,6 +205,7 @@ class _Waiting:
         self.reconcile_error: str | None = None
         self.live = self.stored = self.reads = self.duplicates = 0
         self.foreign: Counter[str] = Counter()
+        self.ignored_ids: set[UUID] = set()
         self.gap = False
         self.listening = False
         self._wake = asyncio.Event()
@@ -217,11 +219,13 @@ class _Waiting:
             return False
         reason = self.spec.not_ours(event)
         if reason is not None:
-            if not self.foreign[reason]:
-                self.log.warning(
-                    "%s: ignoring event %s for %s: %s", self.spec.name, event.id, key, reason
-                )
-            self.foreign[reason] += 1
+            if event.id not in self.ignored_ids:
+                self.ignored_ids.add(event.id)
+                if not self.foreign[reason]:
+                    self.log.warning(
+                        "%s: ignoring event %s for %s: %s", self.spec.name, event.id, key, reason
+                    )
+                self.foreign[reason] += 1
             return True
         if key not in self.open:
             self.duplicates += 1

@@ -162,9 +162,15 @@ async def read_outputs(
     if inline_needed:
         client = credentials.ecs_client()
         wanted = [i for ids in inline_needed.values() for i in ids]
-        inline = await asyncio.to_thread(
-            describe_results, client, credentials.region_id, list(inline_needed), wanted
-        )
+        try:
+            inline = await asyncio.to_thread(
+                describe_results, client, credentials.region_id, list(inline_needed), wanted
+            )
+        except Exception as exc:
+            # The results are known; only the text is missing: report it, don't fail on it.
+            logger.error("Could not read %d outputs inline: %s", len(wanted), exc)
+            inline = {}
+            errors.update({i: f"reading the output failed: {exc}" for i in wanted})
         for instance_id in wanted:
             found = inline.get(instance_id)
             if found is None or found.output is None:
