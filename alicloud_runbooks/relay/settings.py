@@ -32,6 +32,11 @@ class RelaySettings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_events_per_request: int = Field(default=500, ge=1)
     max_json_depth: int = Field(default=32, ge=4)
+    body_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="The whole body must arrive within this time after the headers, else 408.",
+    )
     output_delivered_type: str = OUTPUT_DELIVERED_TYPE
     prefect_api_url: str = Field(
         default="http://127.0.0.1:4200/api",
