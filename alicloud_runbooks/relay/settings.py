@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from alicloud_runbooks.events.names import OUTPUT_DELIVERED_TYPE
@@ -54,6 +54,7 @@ class RelaySettings(BaseSettings):
     )
     prefect_timeout_seconds: float = Field(default=10.0, gt=0)
 
-    def model_post_init(self, _context: object) -> None:
-        self.allowed_account_ids = _split(self.allowed_account_ids)  # type: ignore[assignment]
-        self.allowed_sources = _split(self.allowed_sources)  # type: ignore[assignment]
+    @field_validator("allowed_account_ids", "allowed_sources", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split(value)
