@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import math
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -302,3 +303,61 @@ def test_bounded_names_stay_distinct_and_readable() -> None:
     assert len(first) == len(second) == 200 and first != second
     assert first.startswith("acs.ecs.aaaa")
     assert names.bounded("acs.ecs." + "a" * 5000 + "b", 200) != first
+
+
+def _deliveries(sim, **query: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{sim.url}/_alisim/deliveries", params={"limit": "10000", **query})
+    response.raise_for_status()
+    return response.json()["deliveries"]
+
+
+def test_alisim_dead_letters_a_poison_event_at_once_and_delivers_its_neighbours(
+    sim, access_key, relay, prefect_server
+) -> None:
+    """alisim's EventBridge → the relay → Prefect: the poison push gets 400 and is
+    dead-lettered after one attempt; the events published with it are stored, first time."""
+    from alicloud_runbooks.clients import Endpoint, eventbridge_client
+    from alicloud_runbooks.subscribe import subscribe
+
+    bridge = eventbridge_client(
+        access_key_id=access_key[0],
+        access_key_secret=access_key[1],
+        region="cn-hangzhou",
+        endpoint=Endpoint(openapi=sim.endpoint, protocol="http"),
+    )
+    subscribe(bridge, target_url=f"{relay.url}/eventbridge", token=TOKEN, dead_letter_arn="dlq")
+
+    def task_completed(index: int, **extra: Any) -> dict[str, Any]:
+        data = {"instanceId": f"i-poison{index:04d}", "invokeId": "t-poison", **extra}
+        return {
+            "id": str(uuid.uuid4()),
+            "type": names.TASK_COMPLETED_TYPE,
+            "source": "acs.ecs",
+            "data": {**data, "invocationStatus": "Success", "exitCode": "0"},
+        }
+
+    valid = [task_completed(i) for i in range(VALID_PUSHES)]
+    poison = task_completed(VALID_PUSHES, metric=math.nan)
+    published = httpx.post(
+        f"{sim.url}/_alisim/events",
+        content=json.dumps([*valid[:20], poison, *valid[20:]]),
+        headers={"Content-Type": "application/json"},
+    )
+    assert published.status_code == 201, published.text
+
+    dead = wait_until(lambda: _deliveries(sim, event_id=poison["id"], outcome="dead-lettered"))
+    attempts = _deliveries(sim, event_id=poison["id"])
+    assert [(a["attempt"], a["outcome"], a["status_code"]) for a in attempts] == [
+        (1, "failed", 400),
+        (1, "dead-lettered", 400),
+    ]
+    assert "the number at $.data.metric is NaN" in dead[0]["error"]
+    letters = httpx.get(f"{sim.url}/_alisim/dead-letters").json()["dead_letters"]
+    assert [letter["event_id"] for letter in letters] == [poison["id"]]
+    assert letters[0]["event"] is None and '"metric": NaN' in letters[0]["body"]
+
+    ids = [prefect_event_id(event["id"]) for event in valid]
+    assert len(stored(prefect_server.api_url, ids)) == VALID_PUSHES
+    pushes = _deliveries(sim, rule="default/runbooks-cloud-assistant")
+    firsts = [(d["attempt"], d["outcome"]) for d in pushes if d["event_id"] != poison["id"]]
+    assert firsts == [(1, "delivered")] * VALID_PUSHES, "a valid push was refused or retried"

@@ -60,6 +60,17 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def _jsonl(entry: dict[str, Any]) -> str:
+    """One strict-JSON line: an event that is not strict JSON (NaN, a lone surrogate) is kept
+    only as the text of `body`, so the file and `/_alisim/dead-letters` stay readable."""
+    try:
+        line = json.dumps(entry, ensure_ascii=False, allow_nan=False)
+        line.encode("utf-8")
+    except ValueError:
+        return json.dumps({**entry, "event": None}, ensure_ascii=True, allow_nan=False)
+    return line
+
+
 @dataclass
 class Delivery:
     """One event on its way to one endpoint."""
@@ -344,7 +355,7 @@ class DeliveryEngine:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", encoding="utf-8") as sink:
-                sink.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                sink.write(_jsonl(entry) + "\n")
         except OSError:
             log.exception("could not write dead letter %s to %s: %s", delivery.id, path, entry)
         self._record(delivery, attempts, "dead-lettered", status, error)
