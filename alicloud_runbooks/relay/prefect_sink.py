@@ -8,7 +8,7 @@ Concurrent pushes are coalesced: events that arrive while a write is in flight g
 in the next write, so one Prefect call serves many pushes under load. A push must not pay for
 its neighbours, so each push is encoded on its own (what cannot be encoded is refused at once),
 and a write Prefect refuses as invalid is split in halves until the pushes it refuses are
-found: those are refused with Prefect's reason, the others stored.
+found: those are refused with Prefect's reason, the others accepted.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ class PrefectSink:
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
-        self.stored = 0
+        self.accepted = 0
         self.writes = 0
         self.splits = 0
 
@@ -164,7 +164,7 @@ class PrefectSink:
                 f"Prefect is unreachable at {self._url}: {type(exc).__name__}"
             )
         if response.status_code < 300:
-            self.stored += sum(len(item.events) for item in batch)
+            self.accepted += sum(len(item.events) for item in batch)
             self.writes += 1
             return None
         if response.status_code in REFUSALS:
