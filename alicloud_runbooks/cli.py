@@ -101,6 +101,12 @@ def _relay(args: argparse.Namespace) -> int:
         )
         return 2
     logging.getLogger("alicloud_runbooks").setLevel(logging.INFO)
+    if not settings.allowed_account_ids:
+        logging.getLogger("alicloud_runbooks.relay").warning(
+            "no account allow-list: any event that carries the token is accepted, whatever "
+            "account it names. Set RUNBOOKS_RELAY_ALLOWED_ACCOUNT_IDS=<your Alibaba Cloud "
+            "account id> (`aliyun sts GetCallerIdentity` shows it; comma-separated for several)"
+        )
     print(
         f"relay listening on http://{args.host}:{args.port} -> {settings.prefect_api_url}",
         flush=True,
@@ -112,9 +118,27 @@ def _relay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target_url(value: str) -> str:
+    from alicloud_runbooks.subscribe import relay_target_url
+
+    try:
+        return relay_target_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _account_id(value: str) -> str:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"an Alibaba Cloud account id is all digits, not {value!r} "
+            "(`aliyun sts GetCallerIdentity` shows yours)"
+        )
+    return value
+
+
 def _subscribe(args: argparse.Namespace) -> int:
     from alicloud_runbooks.clients import Endpoint, eventbridge_client
-    from alicloud_runbooks.subscribe import subscribe
+    from alicloud_runbooks.subscribe import allow_list_line, subscribe
 
     token = args.token or os.environ.get("RUNBOOKS_RELAY_TOKEN")
     if not token:
@@ -158,6 +182,7 @@ def _subscribe(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    print(allow_list_line(args.account_id))
     return 0
 
 
@@ -197,7 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
         "subscribe",
         help="create or update the EventBridge rules that push runbook events to the relay",
     )
-    subs.add_argument("--target-url", required=True, help="the relay's /eventbridge URL")
+    subs.add_argument(
+        "--target-url",
+        required=True,
+        type=_target_url,
+        help="the relay's /eventbridge URL (a trailing slash is removed)",
+    )
+    subs.add_argument(
+        "--account-id",
+        type=_account_id,
+        default=None,
+        help="your Alibaba Cloud account id: prints the relay allow-list to set",
+    )
     subs.add_argument("--token", default=None, help="default: RUNBOOKS_RELAY_TOKEN")
     subs.add_argument("--region", default=os.environ.get("ALIBABA_CLOUD_REGION_ID", "cn-hangzhou"))
     subs.add_argument(

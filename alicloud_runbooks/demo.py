@@ -349,6 +349,8 @@ def _up_banner(stack: LocalStack, enable_triggers: bool) -> list[str]:
         f"developer API:   {stack.sim_url}/_alisim/health",
         f"relay:           {_masked_relay_url(stack)}",
         f"RUNBOOKS_RELAY_TOKEN={stack.token}",
+        f"relay accepts events of alisim's account only: "
+        f"RUNBOOKS_RELAY_ALLOWED_ACCOUNT_IDS={stack.sim_settings.account_id}",
         f"credentials block: alibaba-cloud-credentials/{CREDENTIALS_BLOCK} (saved)",
         f"OSS bucket for outputs: {OUTPUTS_BUCKET}",
         "event triggers: " + ("enabled" if enable_triggers else "as in prefect.yaml (disabled)"),

@@ -56,15 +56,21 @@ class LocalStack:
                 self.prefect, self._own_prefect = prefect, False
             self.sim = AlisimServer(self.sim_settings)
             self.sim.start()
-            self.relay = ThreadedServer(
-                create_app(RelaySettings(token=self.token, prefect_api_url=self.api_url))
-            )
+            self.relay = ThreadedServer(create_app(self.relay_settings()))
             self.relay.start()
             self.subscribe()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def relay_settings(self) -> RelaySettings:
+        """The relay accepts events of alisim's account only, as it should of yours."""
+        return RelaySettings(
+            token=self.token,
+            prefect_api_url=self.api_url,
+            allowed_account_ids=[self.sim_settings.account_id],
+        )
 
     def subscribe(self) -> list[str]:
         """Create or update the rules that push events to the relay (alisim resets drop them)."""

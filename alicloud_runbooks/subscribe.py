@@ -7,6 +7,7 @@ the official EventBridge SDK, so the same command works against alisim and the r
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -66,23 +67,70 @@ def masked(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
 
 
+def relay_target_url(target_url: str) -> str:
+    """The URL EventBridge should push to, trailing slashes removed; ValueError saying what is
+    wrong otherwise. A relay is reached at a path ending in `/eventbridge` (a proxy may put a
+    prefix before it); a Prefect Cloud webhook at `/hooks/<slug>`."""
+    shown = masked(target_url) if "token=" in target_url else target_url
+    example = "e.g. https://relay.example.com/eventbridge"
+    if any(c.isspace() for c in target_url):
+        raise ValueError(f"--target-url {shown!r} contains whitespace ({example})")
+    parts = urlsplit(target_url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"--target-url must start with http:// or https://, not {shown!r}")
+    try:
+        parts.port  # noqa: B018 - it raises on a port that is not a number in range
+    except ValueError:
+        raise ValueError(f"--target-url {shown!r} has an invalid port") from None
+    if not parts.hostname:
+        raise ValueError(f"--target-url {shown!r} has no host ({example})")
+    if parts.username or parts.password:
+        raise ValueError(
+            f"--target-url {shown!r} carries a user or password: leave them out, the relay "
+            "authenticates EventBridge by --token"
+        )
+    if parts.fragment or target_url.endswith("#"):
+        raise ValueError(f"--target-url {shown!r} has a #fragment, which is never sent")
+    path = parts.path.rstrip("/")
+    if path.endswith("/cloudmonitor"):
+        raise ValueError(
+            f"--target-url {shown!r}: EventBridge pushes CloudEvents, which the relay takes at "
+            "…/eventbridge; /cloudmonitor is for CloudMonitor's own pushes"
+        )
+    is_webhook = bool(re.fullmatch(r"/hooks/[^/]+", path))
+    if not path.endswith("/eventbridge") and not is_webhook:
+        raise ValueError(
+            f"--target-url {shown!r}: the path must end with /eventbridge (the relay's "
+            f"endpoint, {example}) or be a Prefect Cloud webhook /hooks/<slug>"
+        )
+    return urlunsplit(parts._replace(path=path))
+
+
 def target_spec(target_url: str, token: str, dead_letter_arn: str) -> dict[str, Any]:
-    scheme = urlsplit(target_url).scheme
-    if scheme not in ("http", "https"):
-        raise ValueError(f"--target-url must be http(s)://…, not {target_url!r}")
+    url = url_with_token(relay_target_url(target_url), token)
     return {
         "Id": TARGET_ID,
-        "Type": scheme,
-        "Endpoint": url_with_token(target_url, token),
+        "Type": urlsplit(url).scheme,
+        "Endpoint": url,
         "PushRetryStrategy": "EXPONENTIAL_DECAY_RETRY",
         "ErrorsTolerance": "ALL",
         "DeadLetterQueue": {"Arn": dead_letter_arn},
         "ParamList": [
-            {"ResourceKey": "url", "Form": "CONSTANT", "Value": url_with_token(target_url, token)},
+            {"ResourceKey": "url", "Form": "CONSTANT", "Value": url},
             {"ResourceKey": "Body", "Form": "ORIGINAL"},
             {"ResourceKey": "Network", "Form": "CONSTANT", "Value": "PublicNetwork"},
         ],
     }
+
+
+def allow_list_line(account_id: str | None) -> str:
+    """What to configure the relay with so that it accepts only this account's events."""
+    if account_id:
+        return f"configure the relay with: RUNBOOKS_RELAY_ALLOWED_ACCOUNT_IDS={account_id}"
+    return (
+        "set the relay's account allow-list: RUNBOOKS_RELAY_ALLOWED_ACCOUNT_IDS=<your account "
+        "id> (`aliyun sts GetCallerIdentity` shows it; or pass --account-id)"
+    )
 
 
 def _is_missing_rule(exc: ClientException) -> bool:

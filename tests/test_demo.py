@@ -126,6 +126,7 @@ def test_up_serves_the_runbooks_until_sigint(runbooks_up) -> None:
     endpoint = lines.find(r"^alisim endpoint: (127\.0\.0\.1:\d+)$")[1]  # type: ignore[index]
     relay = lines.find(r"^relay:\s+(http://\S+)\?token=\*\*\*\*$")[1]  # type: ignore[index]
     token = lines.find(r"^RUNBOOKS_RELAY_TOKEN=(\S+)$")[1]  # type: ignore[index]
+    account = lines.find(r"RUNBOOKS_RELAY_ALLOWED_ACCOUNT_IDS=(\d+)$")[1]  # type: ignore[index]
     assert lines.find(r"^ALIBABA_CLOUD_ACCESS_KEY_ID=LTAI")
     assert lines.find(r"^ALIBABA_CLOUD_ACCESS_KEY_SECRET=\S+")
     sim = f"http://{endpoint}"
@@ -137,7 +138,10 @@ def test_up_serves_the_runbooks_until_sigint(runbooks_up) -> None:
         assert http.get(relay.replace("/eventbridge", "/healthz")).status_code == 200
         event = {**samples.INSTANCE_STATE_CHANGE_EB, "id": str(uuid.uuid4())}
         assert http.post(relay, json=event).status_code == 401
-        pushed = http.post(relay, headers={"Authorization": f"Bearer {token}"}, json=event)
+        bearer = {"Authorization": f"Bearer {token}"}
+        foreign = http.post(relay, headers=bearer, json=event)
+        assert foreign.status_code == 403, "the allow-list is on by default"
+        pushed = http.post(relay, headers=bearer, json={**event, "aliyunaccountid": account})
         assert pushed.status_code < 300, pushed.text
         block = http.get(
             f"{api}/block_types/slug/alibaba-cloud-credentials/block_documents/name/alisim"

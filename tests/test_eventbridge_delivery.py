@@ -66,10 +66,12 @@ class Receiver:
         fail_first: int = 0,
         always_fail: bool = False,
         hang_first: int = 0,
+        fail_status: int = 500,
     ) -> None:
         self.requests: list[Received] = []
         self.fail_first = fail_first
         self.always_fail = always_fail
+        self.fail_status = fail_status
         self.hang_first = hang_first
         self._released = threading.Event()
         self._changed = threading.Condition()
@@ -82,9 +84,11 @@ class Receiver:
                     receiver._released.wait(10)
                     return
                 status = receiver._status()
+                answer = b"" if status == 200 else b'{"error":"refused by the test receiver"}'
                 self.send_response(status)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
+                self.wfile.write(answer)
                 receiver._record(Received(self.path, dict(self.headers), body, status))
 
             def log_message(self, format: str, *args: Any) -> None:
@@ -112,10 +116,10 @@ class Receiver:
     def _status(self) -> int:
         with self._changed:
             if self.always_fail:
-                return 500
+                return self.fail_status
             if self.fail_first > 0:
                 self.fail_first -= 1
-                return 500
+                return self.fail_status
             return 200
 
     def _record(self, received: Received) -> None:
@@ -582,6 +586,64 @@ def test_dead_letter_after_the_last_retry(
     assert len(receiver.requests) == 4
     outcomes = [d["outcome"] for d in deliveries(sim, event_id=event_id)]
     assert outcomes == ["failed"] * 4 + ["dead-lettered"]
+
+
+@pytest.mark.parametrize("status", [400, 401, 413, 422])
+def test_a_client_error_is_dead_lettered_after_one_attempt(
+    sim: AlisimServer,
+    bridge: EventBridgeClient,
+    ecs: EcsClient,
+    receivers: Callable[..., Receiver],
+    status: int,
+) -> None:
+    patch_settings(sim, time_scale=0.01)
+    receiver = receivers(always_fail=True, fail_status=status)
+    create_rule(
+        bridge,
+        "refused",
+        RUNNING,
+        [http_target("t", f"{receiver.url}/x", retry="EXPONENTIAL_DECAY_RETRY")],
+    )
+    launch(ecs)
+    event_id = receiver.wait_for(lambda rs: len(rs) >= 1)[0].json()["id"]
+    wait_until(lambda: deliveries(sim, event_id=event_id, outcome="dead-lettered"))
+    log = deliveries(sim, event_id=event_id)
+    reason = f"HTTP {status}: refused by the test receiver"
+    assert [(d["attempt"], d["outcome"], d["status_code"], d["error"]) for d in log] == [
+        (1, "failed", status, reason),
+        (1, "dead-lettered", status, reason),
+    ]
+    [letter] = httpx.get(f"{sim.url}/_alisim/dead-letters").json()["dead_letters"]
+    assert (letter["attempts"], letter["last_status_code"], letter["last_error"]) == (
+        1,
+        status,
+        reason,
+    )
+    assert len(receiver.requests) == 1
+
+
+@pytest.mark.parametrize("status", [503, 500, 408, 429])
+def test_server_errors_and_not_now_answers_are_retried(
+    sim: AlisimServer,
+    bridge: EventBridgeClient,
+    ecs: EcsClient,
+    receivers: Callable[..., Receiver],
+    status: int,
+) -> None:
+    patch_settings(sim, time_scale=0.01)
+    receiver = receivers(fail_first=2, fail_status=status)
+    create_rule(bridge, "busy", RUNNING, [http_target("t", f"{receiver.url}/hook")])
+    launch(ecs)
+    requests = receiver.wait_for(lambda rs: any(r.status == 200 for r in rs))
+    assert [r.status for r in requests] == [status, status, 200]
+    log = wait_until(lambda: deliveries(sim, rule="default/busy", outcome="delivered"))
+    attempts = deliveries(sim, event_id=log[0]["event_id"])
+    assert [(a["outcome"], a["status_code"]) for a in attempts] == [
+        ("failed", status),
+        ("failed", status),
+        ("delivered", 200),
+    ]
+    assert attempts[0]["error"] == f"HTTP {status}: refused by the test receiver"
 
 
 def test_delivered_once_the_receiver_comes_up(

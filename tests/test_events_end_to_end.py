@@ -145,7 +145,7 @@ def test_relay_down_then_up_the_event_still_arrives(sim, clients, prefect_server
     assert httpx.get(f"{sim.url}/_alisim/dead-letters").json()["count"] == 0
 
 
-def test_rejected_past_the_retries_lands_in_the_dead_letter_file(sim, clients, relay) -> None:
+def test_events_the_relay_refuses_land_in_the_dead_letter_file(sim, clients, relay) -> None:
     ecs_api, eb_api = clients
     httpx.patch(f"{sim.url}/_alisim/settings", json={"time_scale": 0.0001}).raise_for_status()
     subscribe(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import select
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +18,7 @@ from alicloud_runbooks.relay.app import create_app
 from alicloud_runbooks.relay.settings import RelaySettings
 from alicloud_runbooks.servers import ThreadedServer, free_port
 from tests import samples
+from tests.helpers import wait_until
 
 TOKEN = "relay-test-token-123"
 
@@ -227,3 +230,108 @@ def test_function_compute_handler_behaves_like_the_service(prefect_server, monke
     forged = fc.handler({**event, "queryParameters": {"token": "nope"}})
     assert forged["statusCode"] == 401
     assert fc.handler(b"not json")["statusCode"] == 400
+
+
+# ---------------------------------------------------------------- paths and slow clients
+@pytest.mark.parametrize(
+    ("path", "sample"),
+    [
+        ("/eventbridge/", samples.TASK_COMPLETED),
+        ("/cloudmonitor/", samples.INSTANCE_STATE_CHANGE_CM),
+    ],
+)
+def test_a_trailing_slash_is_served_not_redirected(relay, prefect_server, path, sample) -> None:
+    response = httpx.post(
+        f"{relay.url}{path}?token={TOKEN}", json=samples.fresh(sample), follow_redirects=False
+    )
+    assert response.status_code == 200, response.text
+    assert stored(prefect_server, response.json()["ids"], expect=1)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/eventbridge/"),
+        ("POST", "/eventbridge//"),
+        ("POST", "/EventBridge"),
+        ("POST", "/eventbridge/more"),
+        ("POST", "/cloudmonitor/"),
+        ("GET", "/eventbridge"),
+        ("GET", "/eventbridge/"),
+        ("GET", "/healthz/"),
+        ("POST", "/"),
+    ],
+)
+def test_no_answer_redirects_or_carries_the_token(relay, method, path) -> None:
+    for token in (TOKEN, TOKEN + "x"):
+        response = httpx.request(
+            method, f"{relay.url}{path}?token={token}", json={}, follow_redirects=False
+        )
+        assert not 300 <= response.status_code < 400, response.headers
+        assert TOKEN not in response.text
+        assert all(TOKEN not in value for value in response.headers.values())
+
+
+def _open(server: ThreadedServer, body_length: int, first_bytes: bytes) -> socket.socket:
+    sock = socket.create_connection((server.host, server.port), timeout=10)
+    sock.sendall(
+        f"POST /eventbridge HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {body_length}\r\n\r\n".encode()
+        + first_bytes
+    )
+    return sock
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """Everything the relay sends until it closes the connection."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+@pytest.fixture
+def impatient_relay(prefect_server) -> Iterator[ThreadedServer]:
+    server = _relay(prefect_api_url=prefect_server.api_url, body_timeout_seconds=0.5)
+    yield server
+    server.stop()
+
+
+def test_a_stalled_body_gets_408_at_the_body_timeout(impatient_relay) -> None:
+    with _open(impatient_relay, 200, b'{"specversion":') as sock:
+        started = time.monotonic()
+        answer = _answer(sock)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"did not arrive within 0.5 s" in answer
+    assert time.monotonic() - started < 3
+
+
+def test_a_trickling_body_is_not_held_past_the_body_timeout(impatient_relay) -> None:
+    """One byte every 0.1 s would take 20 s; the timeout is for the whole body."""
+    with _open(impatient_relay, 200, b"[") as sock:
+        started = time.monotonic()
+        while not select.select([sock], [], [], 0.1)[0]:
+            assert time.monotonic() - started < 5, "the relay is still reading a trickle"
+            sock.sendall(b" ")
+        answer = _answer(sock)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert time.monotonic() - started < 3
+
+
+def test_the_body_timeout_is_a_setting(monkeypatch) -> None:
+    assert RelaySettings(token=TOKEN).body_timeout_seconds == 10
+    monkeypatch.setenv("RUNBOOKS_RELAY_BODY_TIMEOUT_SECONDS", "2.5")
+    assert RelaySettings(token=TOKEN).body_timeout_seconds == 2.5
+
+
+def test_a_client_that_disconnects_mid_body_is_one_log_line(impatient_relay, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    with _open(impatient_relay, 200, b'{"specversion":'):
+        pass
+    health = f"{impatient_relay.url}/healthz"
+    wait_until(lambda: httpx.get(health).json()["pushes"]["disconnected"] == 1)
+    server_side = [r for r in caplog.records if r.name.startswith(("alicloud_runbooks", "uvicorn"))]
+    assert [r.getMessage() for r in server_side] == [
+        "/eventbridge from 127.0.0.1: the client disconnected mid-body"
+    ]
+    assert server_side[0].levelno == logging.WARNING and server_side[0].exc_info is None

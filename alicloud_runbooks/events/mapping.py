@@ -2,7 +2,8 @@
 
 Names keep Alibaba's vocabulary; the id is a UUIDv5 of the source event id, so a redelivered
 event is the same Prefect event; `occurred` is the time of receipt (Prefect's live stream hides
-events that look old) and the source's own time stays in the payload.
+events that look old) and the source's own time stays in the payload. Names, resource ids and
+labels are bounded in length (`names.bounded`); the full type stays in `payload.acs.type`.
 """
 
 from __future__ import annotations
@@ -59,11 +60,14 @@ def _resource(
     if account:
         resource[names.ACCOUNT_LABEL] = account
     resource.update({k: str(v) for k, v in labels.items() if v is not None})
-    return resource
+    return {k: names.bounded(v, names.MAX_LABEL_LENGTH) for k, v in resource.items()}
 
 
 def _related(resource_id: str, role: str) -> dict[str, str]:
-    return {"prefect.resource.id": resource_id, "prefect.resource.role": role}
+    return {
+        "prefect.resource.id": names.bounded(resource_id, names.MAX_LABEL_LENGTH),
+        "prefect.resource.role": role,
+    }
 
 
 def _unknown_resource(product: str, arn: str | None, fallback: str) -> str:
@@ -76,7 +80,8 @@ def _as_name(product: str, kind: str) -> str:
     parts = kind.split(":")
     if parts[0].lower() == product.lower() and len(parts) > 1:
         parts = parts[1:]
-    return f"acs.{product.lower()}." + ".".join(p for p in parts if p)
+    name = f"acs.{product.lower()}." + ".".join(p for p in parts if p)
+    return names.bounded(name, names.MAX_NAME_LENGTH)
 
 
 Shaper = Callable[

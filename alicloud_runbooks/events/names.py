@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 FIRST_HEARTBEAT_TYPE = "ecs:CloudAssistant:FirstHeartbeat"
 TASK_COMPLETED_TYPE = "ecs:CloudAssistant:TaskCompleted"
 # Alibaba's references do not give this EventBridge type; it is also a relay setting.
@@ -22,6 +24,20 @@ DELIVERY_STATUS_LABEL = "acs.ecs.delivery-status"
 INSTANCE_STATE_LABEL = "acs.ecs.instance-state"
 STACK_STATUS_LABEL = "acs.ros.stack-status"
 STACK_NAME_LABEL = "acs.ros.stack-name"
+
+# Prefect refuses event names over 1,024 characters. Resource ids and other label values have
+# no documented limit, but an id is a database key and labels are what triggers match on.
+MAX_NAME_LENGTH = 200
+MAX_LABEL_LENGTH = 256
+
+
+def bounded(text: str, limit: int) -> str:
+    """`text` itself if short enough, else its start and a hash of the whole: two long values
+    stay distinct, and the start still matches a prefix filter."""
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{text[: limit - len(digest) - 1]}.{digest}"
 
 
 def instance_resource(instance_id: str) -> str:

@@ -1,1 +1,1 @@
-"""The relay: authenticated HTTP ingress that turns Alibaba events into stored Prefect events."""
+"""The relay: authenticated HTTP ingress that turns Alibaba events into Prefect events."""

@@ -1,15 +1,22 @@
-"""Contract 2: `POST /eventbridge`, `POST /cloudmonitor`, `GET /healthz`.
+"""Contract 2: `POST /eventbridge`, `POST /cloudmonitor`, `GET /healthz` (each also with a
+trailing slash, never a redirect: a redirect would echo the token in its `Location`).
 
-A 2xx means Prefect stored every event of the request; anything else makes EventBridge
-retry. 400 malformed (with the reason), 401 unauthenticated, 403 not an allowed account or
-source, 413 too large, 415 not JSON, 503 Prefect unreachable. A duplicate is a 2xx (its
-Prefect id is deterministic, and Prefect drops the second copy).
+A 2xx means Prefect accepted every event of the push on its message broker (`POST /api/events`
+answered 204). That is not yet its database: with the default in-memory broker a Prefect crash
+can lose accepted events, and EventBridge never resends them (runbook waits recover them by
+reconciliation); with the Redis broker accepted means durable.
+
+A bad event costs only the push that carried it: 400 malformed, not strict JSON, or refused by
+Prefect (with the reason, so EventBridge dead-letters it instead of retrying for a day); 401
+unauthenticated, 403 not an allowed account or source, 408 the body did not arrive in time, 413
+too large, 415 not JSON; 503 only when Prefect is unreachable, times out or fails (5xx). A
+duplicate is a 2xx (its Prefect id is deterministic, and Prefect drops the second copy).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-import json
 import logging
 import statistics
 import time
@@ -20,12 +27,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from alicloud_runbooks.events.mapping import MappingError, from_cloud_event, from_cloudmonitor
-from alicloud_runbooks.relay.prefect_sink import PrefectSink, PrefectUnavailable
+from alicloud_runbooks.relay import strict_json
+from alicloud_runbooks.relay.prefect_sink import PrefectRefused, PrefectSink, PrefectUnavailable
 from alicloud_runbooks.relay.settings import RelaySettings
 
 log = logging.getLogger("alicloud_runbooks.relay")
@@ -45,27 +53,16 @@ class Rejected(Exception):
         self.reason = reason
 
 
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth, iteratively (a hostile body must not exhaust the stack)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level)
-            if deepest > limit:
-                return deepest
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, level + 1) for child in children)
-    return deepest
-
-
 class Relay:
     def __init__(self, settings: RelaySettings, sink: PrefectSink | None = None) -> None:
         self.settings = settings
         self.sink = sink or PrefectSink(settings)
         self.accepted = 0
+        self.accepted_events = 0
         self.rejected = 0
+        self.unavailable = 0
+        self.disconnected = 0
+        self.last_rejection: dict[str, Any] | None = None
         self.latencies_ms: deque[float] = deque(maxlen=10_000)
 
     def _authenticate(self, request: Request) -> None:
@@ -77,26 +74,32 @@ class Relay:
         if not supplied or not hmac.compare_digest(supplied.encode(), expected.encode()):
             raise Rejected(401, "missing or wrong token")
 
-    async def _body(self, request: Request) -> Any:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type not in JSON_TYPES:
-            raise Rejected(415, f"content type {content_type or 'none'!r} is not JSON")
+    async def _read(self, request: Request) -> bytearray:
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise Rejected(413, f"body larger than {limit} bytes")
         body = bytearray()
-        async for chunk in request.stream():
-            body.extend(chunk)
-            if len(body) > limit:
-                raise Rejected(413, f"body larger than {limit} bytes")
+        seconds = self.settings.body_timeout_seconds
         try:
-            parsed = json.loads(body)
-        except (ValueError, RecursionError):
-            raise Rejected(400, "body is not valid JSON") from None
-        if _depth(parsed, self.settings.max_json_depth) > self.settings.max_json_depth:
-            raise Rejected(400, f"JSON nested deeper than {self.settings.max_json_depth}")
-        return parsed
+            async with asyncio.timeout(seconds):
+                async for chunk in request.stream():
+                    body.extend(chunk)
+                    if len(body) > limit:
+                        raise Rejected(413, f"body larger than {limit} bytes")
+        except TimeoutError:
+            raise Rejected(408, f"the body did not arrive within {seconds:g} s") from None
+        return body
+
+    async def _body(self, request: Request) -> Any:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in JSON_TYPES:
+            raise Rejected(415, f"content type {content_type or 'none'!r} is not JSON")
+        body = await self._read(request)
+        try:
+            return strict_json.loads(bytes(body), self.settings.max_json_depth)
+        except strict_json.StrictJSONError as exc:
+            raise Rejected(400, str(exc)) from None
 
     def _check_allowed(self, event: dict[str, Any]) -> None:
         acs = event["payload"]["acs"]
@@ -131,9 +134,12 @@ class Relay:
             events.append(event)
         try:
             await self.sink.store(events)
+        except PrefectRefused as exc:
+            raise Rejected(400, str(exc)) from None
         except PrefectUnavailable as exc:
             raise Rejected(503, str(exc)) from None
-        self.accepted += len(events)
+        self.accepted += 1
+        self.accepted_events += len(events)
         self.latencies_ms.append((time.perf_counter() - started) * 1000)
         for event in events:
             log.info(
@@ -157,24 +163,39 @@ class Relay:
             request, lambda item, received: from_cloudmonitor(item, received=received)
         )
 
+    def _scrub(self, text: str) -> str:
+        """Bounded, encodable, and without the token even if a pusher echoed it into an event."""
+        token = self.settings.token.get_secret_value()
+        return strict_json.printable(text, 500).replace(token, "****")
+
     async def _guard(
         self, request: Request, mapper: Callable[[dict[str, Any], datetime], dict[str, Any]]
     ) -> Response:
+        client = request.client.host if request.client else "?"
         try:
             return await self._ingest(request, mapper)
+        except ClientDisconnect:
+            self.disconnected += 1
+            log.warning("%s from %s: the client disconnected mid-body", request.url.path, client)
+            return Response(status_code=400)
         except Rejected as exc:
-            self.rejected += 1
-            log.warning(
-                "rejected %s from %s: %d %s",
-                request.url.path,
-                request.client.host if request.client else "?",
-                exc.status,
-                exc.reason,
-            )
+            reason = self._scrub(exc.reason)
+            if exc.status == 503:
+                self.unavailable += 1
+            else:
+                self.rejected += 1
+                self.last_rejection = {
+                    "status": exc.status,
+                    "reason": reason,
+                    "time": datetime.now(UTC).isoformat(),
+                }
+            log.warning("rejected %s from %s: %d %s", request.url.path, client, exc.status, reason)
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
             if exc.status == 503:
                 headers = {"Retry-After": "5"}
-            return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=headers)
+            if exc.status == 408:
+                headers = {"Connection": "close"}
+            return JSONResponse({"error": reason}, status_code=exc.status, headers=headers)
 
     async def healthz(self, request: Request) -> Response:
         prefect_ok = await self.sink.healthy()
@@ -186,9 +207,16 @@ class Relay:
             {
                 "status": "ok" if prefect_ok else "degraded",
                 "prefect": prefect_ok,
-                "accepted": self.accepted,
-                "rejected": self.rejected,
+                "pushes": {
+                    "accepted": self.accepted,
+                    "rejected": self.rejected,
+                    "unavailable": self.unavailable,
+                    "disconnected": self.disconnected,
+                },
+                "accepted_events": self.accepted_events,
+                "last_rejection": self.last_rejection,
                 "prefect_writes": self.sink.writes,
+                "prefect_write_splits": self.sink.splits,
                 "latency": latency,
             },
             status_code=200 if prefect_ok else 503,
@@ -203,13 +231,17 @@ def create_app(settings: RelaySettings | None = None) -> Starlette:
         yield
         await relay.sink.close()
 
-    app = Starlette(
-        routes=[
-            Route("/eventbridge", relay.eventbridge, methods=["POST"]),
-            Route("/cloudmonitor", relay.cloudmonitor, methods=["POST"]),
-            Route("/healthz", relay.healthz, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
+    routes = []
+    for path, endpoint, methods in (
+        ("/eventbridge", relay.eventbridge, ["POST"]),
+        ("/cloudmonitor", relay.cloudmonitor, ["POST"]),
+        ("/healthz", relay.healthz, ["GET"]),
+    ):
+        routes += [
+            Route(path, endpoint, methods=methods),
+            Route(path + "/", endpoint, methods=methods),
+        ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.router.redirect_slashes = False
     app.state.relay = relay
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from alicloud_runbooks.events.names import OUTPUT_DELIVERED_TYPE
@@ -32,6 +32,11 @@ class RelaySettings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_events_per_request: int = Field(default=500, ge=1)
     max_json_depth: int = Field(default=32, ge=4)
+    body_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="The whole body must arrive within this time after the headers, else 408.",
+    )
     output_delivered_type: str = OUTPUT_DELIVERED_TYPE
     prefect_api_url: str = Field(
         default="http://127.0.0.1:4200/api",
@@ -49,6 +54,7 @@ class RelaySettings(BaseSettings):
     )
     prefect_timeout_seconds: float = Field(default=10.0, gt=0)
 
-    def model_post_init(self, _context: object) -> None:
-        self.allowed_account_ids = _split(self.allowed_account_ids)  # type: ignore[assignment]
-        self.allowed_sources = _split(self.allowed_sources)  # type: ignore[assignment]
+    @field_validator("allowed_account_ids", "allowed_sources", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split(value)

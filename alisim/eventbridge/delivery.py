@@ -1,9 +1,11 @@
 """Pushes events to HTTP endpoints with EventBridge's retry strategies and a dead-letter file.
 
 One task per delivery: it waits for a slot (bounded concurrency), POSTs the body, and on a
-non-2xx answer, a connection error or a timeout sleeps the strategy's next delay (scaled by
-`time_scale`) and tries again. After the last try the event goes to the dead-letter JSONL
-file, never silently away. Every attempt is recorded for `/_alisim/deliveries`.
+5xx, 408 or 429 answer, a connection error or a timeout sleeps the strategy's next delay
+(scaled by `time_scale`) and tries again. Any other non-2xx answer is the target refusing the
+event, which no retry changes: it is dead-lettered at once. After the last try the event goes
+to the dead-letter JSONL file, never silently away. Every attempt is recorded for
+`/_alisim/deliveries`, with the status and the reason the target gave.
 
 Delivery faults (drop, duplicate, delay, reorder) are applied when a delivery is submitted,
 reading the fault plan afresh each time so `/_alisim/faults` takes effect at once.
@@ -58,6 +60,17 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def _jsonl(entry: dict[str, Any]) -> str:
+    """One strict-JSON line: an event that is not strict JSON (NaN, a lone surrogate) is kept
+    only as the text of `body`, so the file and `/_alisim/dead-letters` stay readable."""
+    try:
+        line = json.dumps(entry, ensure_ascii=False, allow_nan=False)
+        line.encode("utf-8")
+    except ValueError:
+        return json.dumps({**entry, "event": None}, ensure_ascii=True, allow_nan=False)
+    return line
+
+
 @dataclass
 class Delivery:
     """One event on its way to one endpoint."""
@@ -78,6 +91,30 @@ class Delivery:
 
 
 Held = tuple[Delivery, float]
+
+# A 4xx is final (the event itself is refused) except these, which say "not now".
+RETRIED_CLIENT_ERRORS = frozenset({408, 429})
+_MAX_REASON = 300
+
+
+def retried(status: int | None) -> bool:
+    """Whether a failed attempt is tried again: no answer, 3xx, 5xx, 408 or 429."""
+    return status is None or not 400 <= status < 500 or status in RETRIED_CLIENT_ERRORS
+
+
+def reason(body: bytes) -> str:
+    """The reason a target gave: a JSON `error`/`message` if there is one, else the text."""
+    text = body[:4096].decode("utf-8", "replace").strip()
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        for key in ("error", "message", "Message", "detail"):
+            if isinstance(parsed.get(key), str):
+                text = parsed[key]
+                break
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
 
 
 class DeliveryEngine:
@@ -183,7 +220,7 @@ class DeliveryEngine:
                 then = None
             if error is None:
                 return
-            if attempt > len(delays):
+            if attempt > len(delays) or not retried(status):
                 break
             await asyncio.sleep(self.cloud.settings.scaled(delays[attempt - 1]))
         self._dead_letter(delivery, attempt, status, error)
@@ -218,10 +255,11 @@ class DeliveryEngine:
                         allow_redirects=False,
                     ) as response,
                 ):
-                    await response.read()
+                    answer = await response.read()
                 status = response.status
                 if not 200 <= status < 300:
-                    error = f"HTTP {status}"
+                    said = reason(answer)
+                    error = f"HTTP {status}: {said}" if said else f"HTTP {status}"
             except TimeoutError:
                 error = f"no answer within {timeout:g} s"
             except Exception as exc:
@@ -317,7 +355,7 @@ class DeliveryEngine:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", encoding="utf-8") as sink:
-                sink.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                sink.write(_jsonl(entry) + "\n")
         except OSError:
             log.exception("could not write dead letter %s to %s: %s", delivery.id, path, entry)
         self._record(delivery, attempts, "dead-lettered", status, error)
