@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test ui-check lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -rs
+
+# The local stack's Prefect UI in headless chromium (Debian's package): the run's pages and
+# artifact load with the stack's data. Screenshots in build/ui-check/.
+ui-check: $(STAMP)
+	$(BIN)/python -m scripts.ui_check
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

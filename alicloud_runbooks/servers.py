@@ -73,6 +73,9 @@ class ThreadedServer:
         self.stop()
 
 
+_NOT_INHERITED = {"PREFECT_API_URL", "PREFECT_UI_API_URL"}
+
+
 class PrefectServer:
     """`prefect server start` with its own home and SQLite database, on a free port."""
 
@@ -103,16 +106,21 @@ class PrefectServer:
 
     def start(self, timeout: float = 90.0) -> PrefectServer:
         database = f"sqlite+aiosqlite:///{self.home / 'prefect.db'}"
+        # The caller's own server settings (its API, its UI's API) are not this server's.
+        inherited = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
         env = {
-            **os.environ,
+            **inherited,
             "PREFECT_HOME": str(self.home),
             "PREFECT_API_DATABASE_CONNECTION_URL": database,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_LOGGING_LEVEL": "WARNING",
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+            # `--port` alone leaves the UI calling :4200 (its /ui-settings): name this API.
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(self.port),
+            "PREFECT_SERVER_UI_API_URL": self.api_url,
             **self.extra_env,
         }
-        env.pop("PREFECT_API_URL", None)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child process owns it
         self.proc = subprocess.Popen(
             [

@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -44,12 +45,45 @@ def _refuses(url: str) -> bool:
         return sock.connect_ex((host, port)) != 0
 
 
+def _interrupt(proc: subprocess.Popen[str]) -> None:
+    """Stop a command the test left running as a user would (Ctrl-C), so it stops the
+    servers it started in sessions of their own."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _ui_api_url(ui: str) -> str:
+    """The API address the Prefect UI served at `ui` calls, as its own app reads it."""
+    response = httpx.get(f"{ui}/ui-settings", timeout=10)
+    response.raise_for_status()
+    return response.json()["api_url"]
+
+
 def test_demo_runs_three_instances_with_zero_describe_calls() -> None:
-    done = subprocess.run(
-        _runbooks("demo"), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240
+    proc = subprocess.Popen(
+        _runbooks("demo"),
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    out, err = done.stdout, done.stderr
-    assert done.returncode == 0, out[-4000:] + err[-4000:]
+    try:
+        lines, errors = _Lines(proc), _Lines(proc, proc.stderr)
+        ui = lines.wait_for(r"^\s+Prefect UI\s+(http://127\.0\.0\.1:\d+)$", timeout=120)[1]
+        api = lines.find(r"^\s+Prefect API\s+(http://\S+)$")[1]  # type: ignore[index]
+        # Read while the demo's run goes on: the UI must call this stack's API, not :4200.
+        assert api == f"{ui}/api"
+        assert _ui_api_url(ui) == api
+        assert proc.wait(timeout=240) == 0, lines.text()[-4000:] + errors.text()[-4000:]
+    finally:
+        _interrupt(proc)
+    out, err = lines.text(), errors.text()
     rows = {m[1]: (m[2], m[3]) for line in out.splitlines() if (m := INSTANCE_ROW.match(line))}
     assert len(rows) == 3, out
     assert set(rows.values()) == {("Success", "0")}, out
@@ -59,22 +93,25 @@ def test_demo_runs_three_instances_with_zero_describe_calls() -> None:
     assert "700 checks passed" in out
     assert "token=****" in out
     assert "Stopped the Prefect server, alisim and the relay." in out
+    assert f"in the Prefect UI at {ui} " in out
     assert "Error logging to API" not in err
     assert "Traceback" not in err + out
 
 
 class _Lines:
-    """A child's merged output, read by a thread, so the test can wait on a line."""
+    """A child's output (stdout unless told), read by a thread, so the test can wait on a
+    line while the pipe keeps draining."""
 
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
+    def __init__(self, proc: subprocess.Popen[str], stream: IO[str] | None = None) -> None:
         self.lines: list[str] = []
         self._proc = proc
+        self._stream = stream or proc.stdout
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
+        assert self._stream is not None
+        for line in self._stream:
             self.lines.append(line.rstrip("\n"))
 
     def find(self, pattern: str) -> re.Match[str] | None:
@@ -86,7 +123,7 @@ class _Lines:
     def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
         def found() -> re.Match[str] | None:
             if self._proc.poll() is not None and not self._thread.is_alive():
-                raise AssertionError("runbooks up exited:\n" + "\n".join(self.lines[-60:]))
+                raise AssertionError("the command exited:\n" + "\n".join(self.lines[-60:]))
             return self.find(pattern)
 
         return wait_until(found, timeout=timeout, interval=0.1)
@@ -109,13 +146,7 @@ def runbooks_up() -> Iterator[tuple[subprocess.Popen[str], _Lines]]:
     try:
         yield proc, _Lines(proc)
     finally:
-        if proc.poll() is None:  # the test failed before stopping it: stop it the same way
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _interrupt(proc)
 
 
 def test_up_serves_the_runbooks_until_sigint(runbooks_up) -> None:
@@ -133,6 +164,7 @@ def test_up_serves_the_runbooks_until_sigint(runbooks_up) -> None:
 
     with httpx.Client(timeout=10) as http:
         assert http.get(ui).status_code == 200
+        assert _ui_api_url(ui) == api
         assert http.get(f"{api}/health").json() is True
         assert http.get(f"{sim}/_alisim/health").status_code == 200
         assert http.get(relay.replace("/eventbridge", "/healthz")).status_code == 200
