@@ -132,6 +132,7 @@ class EventStream:
                 del self._backlog[event_id]
         if self._pump is not None:
             await self.close()
+            self._ever_connected = False  # a narrower subscription, not a reconnection
             await self.open()
             for consumer in self._consumers:
                 consumer.stream_gap()

@@ -337,7 +337,9 @@ def test_alisim_dead_letters_a_poison_event_at_once_and_delivers_its_neighbours(
         }
 
     valid = [task_completed(i) for i in range(VALID_PUSHES)]
-    poison = task_completed(VALID_PUSHES, metric=math.nan)
+    # alisim publishes only strict JSON: the poison here is an event the relay cannot map.
+    poison = task_completed(VALID_PUSHES)
+    del poison["data"]["instanceId"]
     published = httpx.post(
         f"{sim.url}/_alisim/events",
         content=json.dumps([*valid[:20], poison, *valid[20:]]),
@@ -351,10 +353,9 @@ def test_alisim_dead_letters_a_poison_event_at_once_and_delivers_its_neighbours(
         (1, "failed", 400),
         (1, "dead-lettered", 400),
     ]
-    assert "the number at $.data.metric is NaN" in dead[0]["error"]
+    assert "instanceId" in dead[0]["error"]
     letters = httpx.get(f"{sim.url}/_alisim/dead-letters").json()["dead_letters"]
     assert [letter["event_id"] for letter in letters] == [poison["id"]]
-    assert letters[0]["event"] is None and '"metric": NaN' in letters[0]["body"]
 
     ids = [prefect_event_id(event["id"]) for event in valid]
     assert len(stored(prefect_server.api_url, ids)) == VALID_PUSHES

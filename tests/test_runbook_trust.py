@@ -4,6 +4,7 @@ events and Prefect restarts, each through the real path (SDKs → alisim, alisim
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import uuid
@@ -357,3 +358,25 @@ def test_alisim_gone_mid_run_still_publishes_the_report(prefect_server) -> None:
     assert sorted(r["instance"] for r in rows) == sorted(ids)
     assert {r["status"] for r in rows} == {"Unknown"}
     assert all("EndpointUnreachable" in r["error"] for r in rows)
+
+
+def test_a_run_that_ends_early_stops_its_commands_before_deleting_instances(
+    cloud, prefect_server
+) -> None:
+    short = provision_and_run.with_options(timeout_seconds=8)
+    state = asyncio.run(
+        short(
+            credentials=cloud.credentials(),
+            count=2,
+            script="sleep 60",
+            timeout=120,
+            return_state=True,
+        )
+    )
+    assert state.is_failed() or state.is_crashed()
+    assert api_calls(cloud, "StopInvocation") == 1
+    assert api_calls(cloud, "DeleteInstances") == 1
+    flow_run_id = str(state.state_details.flow_run_id)
+    summary = wait_until(lambda: _artifact(prefect_server, flow_run_id, "markdown"), timeout=20)
+    assert "The run ended early" in summary["data"]
+    assert "Stopped by the runbook" in summary["data"]

@@ -28,7 +28,7 @@ from alicloud_runbooks.cloud_assistant import (
 )
 from alicloud_runbooks.events import names
 from alicloud_runbooks.reconciliation import Answer, RetryPolicy, StragglerPolicy
-from alicloud_runbooks.servers import free_port
+from alicloud_runbooks.servers import PrefectServer, free_port
 from alicloud_runbooks.stream import EventStream
 from alicloud_runbooks.waiter import EventWait, Owner, wait_for_events
 from tests.helpers import wait_until
@@ -516,3 +516,31 @@ def test_the_waiter_works_with_the_ephemeral_prefect_server(tmp_path: Path) -> N
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "settled by event" in done.stdout
+
+
+async def test_the_stream_says_when_it_is_down_and_comes_back_by_itself() -> None:
+    """`connected` is the connection now; the stream comes back by itself, and an event sent
+    while it reconnects still settles its key (live, or by a store read)."""
+    with (
+        PrefectServer(
+            extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"}
+        ) as server,
+        temporary_settings(updates={PREFECT_API_URL: server.api_url}),
+    ):
+        keys = ids(2)
+        spec = heartbeat_spec(keys, timeout=120, reread_every=3)
+        spec.stragglers = StragglerPolicy(rounds=0)
+        async with EventStream([names.FIRST_HEARTBEAT], reopen_every=0.5) as stream:
+            assert stream.connected
+            waiting = asyncio.create_task(wait_for_events(spec, never, stream=stream))
+            post(server, event(names.FIRST_HEARTBEAT, keys[0]))
+            await asyncio.wait_for(_until(lambda: stream.received >= 1), 20)
+            await asyncio.to_thread(server.kill)
+            await asyncio.wait_for(_until(lambda: not stream.connected), 20)
+            await asyncio.to_thread(server.start)
+            # Stored while the stream is still reconnecting.
+            post(server, event(names.FIRST_HEARTBEAT, keys[1]))
+            await asyncio.wait_for(_until(lambda: stream.connected), 30)
+            result = await asyncio.wait_for(waiting, 60)
+        assert stream.reconnects == 1
+        assert sorted(result.by("event")) == sorted(keys)
