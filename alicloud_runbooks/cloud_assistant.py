@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from alicloud_runbooks.errors import call, is_transient
 from alicloud_runbooks.events import names
 from alicloud_runbooks.reconciliation import Answer, RetryPolicy, StragglerPolicy
+from alicloud_runbooks.times import parse_time
 from alicloud_runbooks.waiter import EventWait, Owner
 
 RUN_COMMAND_MAX_INSTANCES = 100
@@ -50,16 +51,6 @@ def chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
 
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split(".") if p.isdigit())
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def first_heartbeat_rule(os_type: str, version: str | None) -> str | None:
@@ -190,7 +181,7 @@ class CommandClock:
 
     def recheck_at(self, record: InvocationRecord, now: datetime) -> datetime:
         grace = timedelta(seconds=self.grace)
-        if record.status == "Running" and (started := _parse_time(record.start_time)):
+        if record.status == "Running" and (started := parse_time(record.start_time)):
             due = started + timedelta(seconds=self.timeout) + grace
             return due if due > now else now + grace
         if record.status == "Stopping":

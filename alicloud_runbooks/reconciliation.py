@@ -1,16 +1,17 @@
 """What happens when an event does not come: the rules every wait follows (contract 3).
 
-1. **Deadlines.** Each key has one. When it passes, a single batched call asks the API about
-   every key then due (DescribeCloudAssistantStatus, DescribeInvocations, GetStack …).
+1. **Deadlines.** Each key has one. When it passes, the store is read once more (the live
+   stream drops events in bursts), then a single batched call asks the API about every key
+   still due (DescribeCloudAssistantStatus, DescribeInvocations, GetStack …).
 2. **Only a final answer settles a key.** A command still `Pending`, `Running` or `Stopping`
    keeps its key open, with a new deadline from what the API said (when it started, plus its
    own timeout and a grace), never past the wait's limit. At the limit the key ends
    *unsettled*, with the last answer kept, and the caller decides (stop the command, report).
 3. **Stragglers.** When the batch's events have gone quiet while some keys are open (no new
    settlement for an interval derived from the arrivals so far, at least `min_quiet` seconds),
-   the open keys are reconciled early with one batched call, a bounded number of times with
-   growing intervals. A lost event then costs seconds, not the whole deadline; the happy path
-   (every event arrives) makes no call at all.
+   the open keys are looked up in the store and then reconciled early with one batched call,
+   a bounded number of times with growing intervals. A lost event then costs seconds, not the
+   whole deadline; the happy path (every event arrives) makes no call at all.
 4. **Failures.** A reconciliation that fails is retried with back-off, listening to events in
    between. If it still fails, keys that events settled keep their results and the rest end
    unsettled with the error: the runbook publishes its report either way.

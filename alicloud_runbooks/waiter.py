@@ -41,6 +41,7 @@ from alicloud_runbooks.reconciliation import (
     reconcile_with_retry,
 )
 from alicloud_runbooks.stream import EventStream
+from alicloud_runbooks.times import parse_time
 
 logger = logging.getLogger(__name__)
 
@@ -166,14 +167,7 @@ class EventWait:
 
 
 def _source_time(event: Event) -> datetime | None:
-    raw = (event.payload.get("acs") or {}).get("time")
-    if not isinstance(raw, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parse_time((event.payload.get("acs") or {}).get("time"))
 
 
 def _describe(exc: Exception) -> str:
@@ -324,10 +318,12 @@ class _Waiting:
         return (candidates if now >= due_at else []), due_at
 
     async def reconcile(self, keys: list[str], *, at_deadline: bool) -> None:
-        if at_deadline:
-            await self.read_store(keys)
+        # The store first: an event the live stream dropped in a burst costs no API call.
+        await self.read_store(keys)
         keys = [k for k in keys if k in self.open]
         if not keys:
+            if not at_deadline:
+                self.last_round_at = self.loop.time()
             return
         if self.reconcile_fn is None:
             if at_deadline:

@@ -157,6 +157,7 @@ async def _health(cloud: Cloud, request: Request) -> Response:
             "instances": len(cloud.instances.instances),
             "invocations": len(cloud.assistant.invocations),
             "events": cloud.events.last_seq,
+            "deliveries_pending": cloud.eventbridge.deliveries.pending,
         }
     )
 

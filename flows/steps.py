@@ -23,12 +23,14 @@ from alicloud_runbooks.cloud_assistant import (
 from alicloud_runbooks.events import names
 from alicloud_runbooks.report import InstanceReport, RunReport, WaitSummary
 from alicloud_runbooks.stream import EventStream
+from alicloud_runbooks.times import parse_time
 from alicloud_runbooks.waiter import Owner
 from tasks import commands, waits
 from tasks.reporting import publish_report
 
 FailurePolicy = Literal["fail", "continue"]
 NO_OUTPUT_STATUSES = frozenset({"Invalid", "Aborted", "Cancelled"})
+LOGGED_FAILURES = 20  # one line each; the table artifact lists them all
 
 
 class RunbookFailed(RuntimeError):
@@ -36,12 +38,8 @@ class RunbookFailed(RuntimeError):
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:
-    if not start or not end:
-        return None
-    try:
-        began = datetime.fromisoformat(start.replace("Z", "+00:00"))
-        ended = datetime.fromisoformat(end.replace("Z", "+00:00"))
-    except ValueError:
+    began, ended = parse_time(start), parse_time(end)
+    if began is None or ended is None:
         return None
     return round((ended - began).total_seconds(), 3)
 
@@ -258,13 +256,18 @@ def finish(report: RunReport, key: str, on_failure: FailurePolicy) -> RunReport:
     logger.info(
         "%d of %d instance%s succeeded", total - len(failed), total, "" if total == 1 else "s"
     )
-    for row in failed:
+    for row in failed[:LOGGED_FAILURES]:
         logger.error(
             "%s: %s%s%s",
             row.instance_id,
             row.status,
             f", exit code {row.exit_code}" if row.exit_code is not None else "",
             f": {row.error}" if row.error else "",
+        )
+    if len(failed) > LOGGED_FAILURES:
+        logger.error(
+            "… and %d more failed instances: see the run's table artifact",
+            len(failed) - LOGGED_FAILURES,
         )
     if failed and on_failure == "fail":
         listed = ", ".join(f"{r.instance_id} ({r.status})" for r in failed[:10])

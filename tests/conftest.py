@@ -13,6 +13,8 @@ os.environ.setdefault("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
 from alisim.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, zero_delay_settings
 from alisim.server import AlisimServer
 
+pytest_plugins = ["tests.runbook_stack"]  # the runbook tests' `stack` and `cloud` fixtures
+
 
 @pytest.fixture(scope="session")
 def alisim() -> Iterator[AlisimServer]:

@@ -18,6 +18,7 @@ from alicloud_runbooks.relay.app import create_app
 from alicloud_runbooks.relay.settings import RelaySettings
 from alicloud_runbooks.servers import ThreadedServer, free_port
 from alicloud_runbooks.subscribe import subscribe
+from tests.runbook_stack import launch
 
 TOKEN = "end-to-end-token"
 REGION = "cn-hangzhou"
@@ -56,17 +57,6 @@ def prefect_events(
         if expect <= {e["event"] for e in events} or time.monotonic() > deadline:
             return events
         time.sleep(0.2)
-
-
-def launch(client, count: int = 1) -> list[str]:
-    return client.run_instances(
-        ecs.RunInstancesRequest(
-            region_id=REGION,
-            image_id="aliyun_3_x64",
-            instance_type="ecs.g7.large",
-            amount=count,
-        )
-    ).body.instance_id_sets.instance_id_set
 
 
 def test_subscribe_is_idempotent_and_events_arrive_in_prefect(

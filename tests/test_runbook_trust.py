@@ -8,7 +8,6 @@ import asyncio
 import signal
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,55 +21,18 @@ from alisim.config import zero_delay_settings
 from flows.provision_and_run import provision_and_run
 from flows.run_command import run_command
 from tests.helpers import wait_until
-from tests.test_runbooks import BUCKET, describe_calls, faults, run, run_state, statuses
-
-REGION = "cn-hangzhou"
-
-
-@pytest.fixture(scope="module")
-def stack(prefect_server) -> Iterator[LocalStack]:
-    local = LocalStack(sim_settings=zero_delay_settings())
-    local.start(prefect=prefect_server)
-    try:
-        yield local
-    finally:
-        local.stop()
-
-
-@pytest.fixture
-def cloud(stack: LocalStack) -> Iterator[LocalStack]:
-    httpx.post(f"{stack.sim_url}/_alisim/reset").raise_for_status()
-    settings(stack, **zero_delay_settings().model_dump())
-    stack.subscribe()
-    stack.credentials().oss_bucket(BUCKET).create_bucket()
-    with stack.prefect_client_settings():
-        yield stack
-
-
-def settings(stack: LocalStack, **changes: Any) -> None:
-    httpx.patch(f"{stack.sim_url}/_alisim/settings", json=changes).raise_for_status()
-
-
-def launch_ready(stack: LocalStack, count: int) -> list[str]:
-    """Instances launched outside the runbook, with their agents online."""
-    client = stack.credentials().ecs_client()
-    ids = client.run_instances(
-        ecs.RunInstancesRequest(
-            region_id=REGION,
-            image_id="aliyun_3_x64",
-            instance_type="ecs.g7.large",
-            amount=count,
-        )
-    ).body.instance_id_sets.instance_id_set
-
-    def online() -> bool:
-        found = client.describe_cloud_assistant_status(
-            ecs.DescribeCloudAssistantStatusRequest(region_id=REGION, instance_id=ids)
-        ).body.instance_cloud_assistant_status_set.instance_cloud_assistant_status
-        return len(found) == count and all(s.cloud_assistant_status == "true" for s in found)
-
-    wait_until(online)
-    return ids
+from tests.runbook_stack import (
+    BUCKET,
+    REGION,
+    api_calls,
+    describe_calls,
+    faults,
+    launch_ready,
+    run,
+    run_state,
+    settings,
+    statuses,
+)
 
 
 def running_invocation(stack: LocalStack, instance_id: str) -> Any:
@@ -88,10 +50,6 @@ def running_invocation(stack: LocalStack, instance_id: str) -> Any:
         return None
 
     return wait_until(found, timeout=30, interval=0.1)
-
-
-def api_calls(stack: LocalStack, action: str) -> int:
-    return stack.api_calls().get("Ecs", {}).get(action, 0)
 
 
 def test_a_command_that_starts_late_is_waited_for_not_killed(cloud) -> None:

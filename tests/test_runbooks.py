@@ -4,21 +4,25 @@ events through alisim's EventBridge → the relay → Prefect, and faults inject
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from alibabacloud_ecs20140526 import models as ecs
 
-from alicloud_runbooks.report import RunReport
-from alicloud_runbooks.stack import LocalStack
-from alisim.config import zero_delay_settings
 from flows.provision_and_run import provision_and_run
 from flows.run_command import run_command
 from tests.helpers import wait_until
+from tests.runbook_stack import (
+    BUCKET,
+    describe_calls,
+    faults,
+    launch_ready,
+    run,
+    run_state,
+    statuses,
+)
 
-BUCKET = "runbook-outputs"
 LONG_SCRIPT = """\
 echo "{{greeting}} from $INSTANCE_ID"
 i=0; while [ $i -lt 2000 ]; do echo "line $i of a report longer than 24 KB"; i=$((i+1)); done
@@ -26,50 +30,6 @@ echo "the end"
 """
 # Short deadlines so that reconciliation, when a test needs it, comes within seconds.
 FAST = {"heartbeat_timeout": 3, "result_grace": 3, "delivery_timeout": 3}
-
-
-@pytest.fixture(scope="module")
-def stack(prefect_server) -> Iterator[LocalStack]:
-    """A stack that shares the session's Prefect server, with its own alisim and relay."""
-    local = LocalStack(sim_settings=zero_delay_settings())
-    local.start(prefect=prefect_server)
-    try:
-        yield local
-    finally:
-        local.stop()
-
-
-@pytest.fixture
-def cloud(stack: LocalStack) -> Iterator[LocalStack]:
-    """The stack with an empty cloud, fresh rules, an output bucket and flows pointed at it."""
-    httpx.post(f"{stack.sim_url}/_alisim/reset").raise_for_status()
-    httpx.patch(
-        f"{stack.sim_url}/_alisim/settings", json=zero_delay_settings().model_dump()
-    ).raise_for_status()
-    stack.subscribe()
-    stack.credentials().oss_bucket(BUCKET).create_bucket()
-    with stack.prefect_client_settings():
-        yield stack
-
-
-def faults(stack: LocalStack, **plan: Any) -> None:
-    httpx.post(f"{stack.sim_url}/_alisim/faults", json=plan).raise_for_status()
-
-
-def describe_calls(stack: LocalStack) -> dict[str, int]:
-    return {k: v for k, v in stack.api_calls().get("Ecs", {}).items() if k.startswith("Describe")}
-
-
-def run(flow: Any, stack: LocalStack, **params: Any) -> RunReport:
-    return asyncio.run(flow(credentials=stack.credentials(), **params))
-
-
-def run_state(flow: Any, stack: LocalStack, **params: Any):  # type: ignore[no-untyped-def]
-    return asyncio.run(flow(credentials=stack.credentials(), return_state=True, **params))
-
-
-def statuses(report: RunReport) -> list[tuple[str, int | None]]:
-    return [(i.status, i.exit_code) for i in report.instances]
 
 
 def test_provision_and_run_settles_every_step_by_event_with_no_describe_call(cloud) -> None:
@@ -292,31 +252,10 @@ def test_a_retried_flow_run_reuses_its_instances(cloud) -> None:
 
 
 def test_run_command_on_instances_chosen_by_tag_or_id(cloud) -> None:
-    client = cloud.credentials().ecs_client()
+    def tagged(tag: str, count: int) -> list[str]:
+        return launch_ready(cloud, count, tag=[ecs.RunInstancesRequestTag(key="fleet", value=tag)])
 
-    def launch(tag: str, count: int) -> list[str]:
-        return client.run_instances(
-            ecs.RunInstancesRequest(
-                region_id="cn-hangzhou",
-                image_id="aliyun_3_x64",
-                instance_type="ecs.g7.large",
-                amount=count,
-                tag=[ecs.RunInstancesRequestTag(key="fleet", value=tag)],
-            )
-        ).body.instance_id_sets.instance_id_set
-
-    web, db = launch("web", 2), launch("db", 1)
-
-    wait_until(
-        lambda: all(
-            s.cloud_assistant_status == "true"
-            for s in client.describe_cloud_assistant_status(
-                ecs.DescribeCloudAssistantStatusRequest(
-                    region_id="cn-hangzhou", instance_id=web + db
-                )
-            ).body.instance_cloud_assistant_status_set.instance_cloud_assistant_status
-        )
-    )
+    web, db = tagged("web", 2), tagged("db", 1)
     by_tag = run(run_command, cloud, script="echo $INSTANCE_ID", tags={"fleet": "web"})
     assert sorted(r.instance_id for r in by_tag.instances) == sorted(web)
     assert all(r.output.strip() == r.instance_id for r in by_tag.instances)
