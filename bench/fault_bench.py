@@ -138,14 +138,14 @@ def print_runs(runs: list[Run]) -> None:
     base = runs[0].wall_s
     print(
         f"  {'run':<34} {'correct':>11} {'wall s':>7} {'x base':>6} {'by event':>9} "
-        f"{'by recon':>8} {"copies":>6} {'rounds':>6} {'Describe calls':<40}"
+        f"{'by recon':>8} {'copies':>6} {'rounds':>6} {'Describe calls':<40}"
     )
     for r in runs:
         describe = ", ".join(f"{a} {n}" for a, n in sorted(r.describe.items())) or "none"
         print(
             f"  {r.label:<34} {r.correct:>5}/{r.instances:<5} {r.wall_s:>7.1f} "
             f"{r.wall_s / base:>6.1f} {r.total('by_event'):>9} {r.total('by_reconciliation'):>8} "
-            f"{r.total("duplicates"):>6} {r.rounds:>6} {describe:<40}"
+            f"{r.total('duplicates'):>6} {r.rounds:>6} {describe:<40}"
         )
         if not r.counted_once:
             print("    !! an instance or a key was counted twice")
