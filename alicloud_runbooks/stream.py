@@ -121,21 +121,15 @@ class EventStream:
             self._pump = None
         self._connected = False
 
-    async def narrow(self, resource_ids: Collection[str]) -> None:
+    def narrow(self, resource_ids: Collection[str]) -> None:
         """Keep only these resources' events from now on, and forget the others kept so far.
 
-        The subscription is reopened with the narrower filter; events that pass in between
-        are found by the waits' store reads, which `stream_gap` asks for."""
+        The subscription stays as it is: reopening it would leave a gap just when the
+        events of a fresh launch arrive; other resources' events are dropped on arrival."""
         self.resource_ids = set(resource_ids)
         for event_id, (event, _) in list(self._backlog.items()):
             if event.resource.id not in self.resource_ids:
                 del self._backlog[event_id]
-        if self._pump is not None:
-            await self.close()
-            self._ever_connected = False  # a narrower subscription, not a reconnection
-            await self.open()
-            for consumer in self._consumers:
-                consumer.stream_gap()
 
     def attach(self, consumer: Consumer) -> None:
         """Hand the consumer what is kept for it, then every new event first."""

@@ -226,7 +226,7 @@ async def wait_memory(stack: LocalStack, keys: int) -> None:
             noise = [f"i-noise{uuid.uuid4().hex[:12]}" for _ in range(keys)]
             await post([event(names.FIRST_HEARTBEAT, i, None) for i in noise])
             before_narrow = stream.backlog_size
-            await stream.narrow([names.instance_resource(i) for i in instance_ids])
+            stream.narrow([names.instance_resource(i) for i in instance_ids])
             spec = task_completed_wait(
                 invocations,
                 datetime.now(UTC) - timedelta(minutes=5),

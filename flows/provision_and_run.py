@@ -82,7 +82,7 @@ async def provision_and_run(
         launched = launch_instances(
             credentials, count, image_id, instance_type, name=name, tags=tags
         )
-        await heartbeat_events.narrow([names.instance_resource(i) for i in launched.instance_ids])
+        heartbeat_events.narrow([names.instance_resource(i) for i in launched.instance_ids])
         rows = {i: InstanceReport(instance_id=i) for i in launched.instance_ids}
         report.instances = list(rows.values())
         try:

@@ -431,7 +431,7 @@ async def test_a_narrowed_stream_keeps_only_its_resources(prefect) -> None:
     async with EventStream([names.FIRST_HEARTBEAT]) as stream:
         post(prefect, *(event(names.FIRST_HEARTBEAT, k) for k in others))
         await asyncio.wait_for(_until(lambda: stream.backlog_size >= 30), 20)
-        await stream.narrow([names.instance_resource(k) for k in keys])
+        stream.narrow([names.instance_resource(k) for k in keys])
         assert stream.backlog_size == 0
         post(prefect, *(event(names.FIRST_HEARTBEAT, k) for k in others + keys))
         result = await wait_for_events(
