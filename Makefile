@@ -4,12 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test ui-check lint format bench clean
+.PHONY: install demo test ui-check lint format bench clean constraints
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every package the tests run with; `make constraints` refreshes it.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -38,6 +39,13 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.alisim_bench
 	$(BIN)/python -m bench.runbook_bench
+
+constraints:
+	rm -rf .constraints-venv
+	$(PYTHON) -m venv .constraints-venv
+	.constraints-venv/bin/python -m pip install --quiet -e '.[dev]'
+	.constraints-venv/bin/python -m pip freeze --exclude-editable > constraints.txt
+	rm -rf .constraints-venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
