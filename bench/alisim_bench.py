@@ -33,7 +33,7 @@ def _start_alisim(port: int) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-m",
-            "alicloud_runbooks.cli",
+            "local_stack.cli",
             "sim",
             "--zero-boot",
             "--port",

@@ -34,11 +34,11 @@ from prefect.logging.handlers import PrefectConsoleHandler
 from alicloud_runbooks.cloud_assistant import CommandClock, Invocation, task_completed_wait
 from alicloud_runbooks.events import names
 from alicloud_runbooks.report import RunReport
-from alicloud_runbooks.stack import LocalStack, flush_prefect_clients
 from alicloud_runbooks.stream import EventStream
 from alicloud_runbooks.waiter import Owner, wait_for_events
 from alisim.config import zero_delay_settings
 from flows.provision_and_run import provision_and_run
+from local_stack.stack import LocalStack, flush_prefect_clients
 
 BUCKET = "fault-bench-outputs"
 SCRIPT = 'case "$INSTANCE_ID" in *[02468]) echo "even: failing"; exit 3;; esac; echo ok'

@@ -21,16 +21,16 @@ from datetime import UTC, datetime
 import httpx
 
 from alicloud_runbooks.clients import Endpoint, eventbridge_client
-from alicloud_runbooks.servers import PrefectServer, free_port
 from alicloud_runbooks.subscribe import subscribe
 from alisim.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, DEFAULT_REGION
+from local_stack.servers import PrefectServer, free_port
 
 TOKEN = "bench-token"
 
 
 def _serve(args: list[str], port: int, env: dict[str, str], health: str) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "alicloud_runbooks.cli", *args, "--port", str(port)],
+        [sys.executable, "-m", "local_stack.cli", *args, "--port", str(port)],
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -34,11 +34,11 @@ from dataclasses import dataclass
 import httpx
 from prefect.logging.handlers import PrefectConsoleHandler
 
-from alicloud_runbooks.polling import PollingEstimate, estimate
 from alicloud_runbooks.report import RunReport
-from alicloud_runbooks.stack import LocalStack, flush_prefect_clients
 from alisim.config import BootTime, Settings, zero_delay_settings
 from flows.provision_and_run import provision_and_run
+from local_stack.polling import PollingEstimate, estimate
+from local_stack.stack import LocalStack, flush_prefect_clients
 
 BUCKET = "runbook-bench-outputs"
 SCRIPT = "echo ok"

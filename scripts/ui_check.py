@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 from websockets.sync.client import ClientConnection, connect
 
-from alicloud_runbooks.stack import LocalStack, flush_prefect_clients
+from local_stack.stack import LocalStack, flush_prefect_clients
 
 # What the UI shows when it cannot reach the API it calls (a toast, and a card in v2).
 CONNECTION_ERRORS = ("Can't connect to Server API", "Unable to connect to Prefect server")

@@ -45,7 +45,7 @@ def access_key() -> tuple[str, str]:
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[object]:
     """A real `prefect server start` (SQLite) for the session; flushes events quickly."""
-    from alicloud_runbooks.servers import PrefectServer
+    from local_stack.servers import PrefectServer
 
     server = PrefectServer(
         extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"}
@@ -54,7 +54,7 @@ def prefect_server() -> Iterator[object]:
     try:
         yield server
     finally:
-        from alicloud_runbooks.stack import flush_prefect_clients
+        from local_stack.stack import flush_prefect_clients
 
         flush_prefect_clients()
         server.stop()

@@ -12,8 +12,8 @@ import pytest
 from alibabacloud_ecs20140526 import models as ecs
 
 from alicloud_runbooks.report import RunReport
-from alicloud_runbooks.stack import LocalStack
 from alisim.config import zero_delay_settings
+from local_stack.stack import LocalStack
 from tests.helpers import wait_until
 
 BUCKET = "runbook-outputs"

@@ -34,7 +34,7 @@ PUBLISHED = (DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET)
 
 
 def _runbooks(*args: str) -> list[str]:
-    return [sys.executable, "-m", "alicloud_runbooks.cli", *args]
+    return [sys.executable, "-m", "local_stack.cli", *args]
 
 
 def _nothing_listens(port: int) -> bool:

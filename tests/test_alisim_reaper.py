@@ -69,7 +69,7 @@ def sim_process() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
     command = ["sim", "--port", str(port), "--zero-boot", "--log-level", "warning"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "alicloud_runbooks.cli", *command], stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "local_stack.cli", *command], stdout=subprocess.DEVNULL
     )
 
     def healthy() -> bool:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from alicloud_runbooks.blocks import AlibabaCloudCredentials
 from alicloud_runbooks.errors import AlibabaCloudError, call
-from alicloud_runbooks.servers import free_port
+from local_stack.servers import free_port
 
 REGION = "cn-hangzhou"
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,7 +35,7 @@ def _env() -> dict[str, str]:
 
 
 def _runbooks(*args: str) -> list[str]:
-    return [sys.executable, "-m", "alicloud_runbooks.cli", *args]
+    return [sys.executable, "-m", "local_stack.cli", *args]
 
 
 def _refuses(url: str) -> bool:

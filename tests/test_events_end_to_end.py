@@ -16,8 +16,8 @@ from alibabacloud_ecs20140526 import models as ecs
 from alicloud_runbooks.clients import Endpoint, ecs_client, eventbridge_client
 from alicloud_runbooks.relay.app import create_app
 from alicloud_runbooks.relay.settings import RelaySettings
-from alicloud_runbooks.servers import ThreadedServer, free_port
 from alicloud_runbooks.subscribe import subscribe
+from local_stack.servers import ThreadedServer, free_port
 from tests.runbook_stack import launch
 
 TOKEN = "end-to-end-token"

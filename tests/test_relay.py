@@ -16,7 +16,7 @@ import pytest
 from alicloud_runbooks.events.mapping import prefect_event_id
 from alicloud_runbooks.relay.app import create_app
 from alicloud_runbooks.relay.settings import RelaySettings
-from alicloud_runbooks.servers import ThreadedServer, free_port
+from local_stack.servers import ThreadedServer, free_port
 from tests import samples
 from tests.helpers import wait_until
 

@@ -20,7 +20,7 @@ from alicloud_runbooks.relay.app import create_app
 from alicloud_runbooks.relay.prefect_sink import PrefectRefused, PrefectSink
 from alicloud_runbooks.relay.settings import RelaySettings
 from alicloud_runbooks.relay.strict_json import StrictJSONError, loads
-from alicloud_runbooks.servers import PrefectServer, ThreadedServer
+from local_stack.servers import PrefectServer, ThreadedServer
 from tests import samples
 from tests.helpers import wait_until
 

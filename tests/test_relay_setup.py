@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from alicloud_runbooks.cli import main
-from alicloud_runbooks.servers import free_port
-from alicloud_runbooks.stack import LocalStack
 from alicloud_runbooks.subscribe import relay_target_url, target_spec
 from alisim.config import zero_delay_settings
+from local_stack.cli import main
+from local_stack.servers import free_port
+from local_stack.stack import LocalStack
 from tests import samples
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +104,7 @@ def _relay_start_output(extra_env: dict[str, str]) -> str:
         **extra_env,
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "alicloud_runbooks.cli", "relay", "--port", str(free_port())],
+        [sys.executable, "-m", "local_stack.cli", "relay", "--port", str(free_port())],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -15,11 +15,11 @@ import httpx
 import pytest
 from alibabacloud_ecs20140526 import models as ecs
 
-from alicloud_runbooks.servers import PrefectServer
-from alicloud_runbooks.stack import LocalStack
 from alisim.config import zero_delay_settings
 from flows.provision_and_run import provision_and_run
 from flows.run_command import run_command
+from local_stack.servers import PrefectServer
+from local_stack.stack import LocalStack
 from tests.helpers import wait_until
 from tests.runbook_stack import (
     BUCKET,

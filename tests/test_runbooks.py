@@ -185,8 +185,8 @@ def test_duplicated_and_reordered_events_are_counted_once(cloud) -> None:
 
 
 def test_with_the_relay_unreachable_every_wait_ends_by_reconciliation(cloud) -> None:
-    from alicloud_runbooks.servers import free_port
     from alicloud_runbooks.subscribe import subscribe
+    from local_stack.servers import free_port
 
     subscribe(
         cloud.credentials().eventbridge_client(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from alicloud_runbooks.servers import PrefectServer
+from local_stack.servers import PrefectServer
 
 
 def test_the_ui_calls_its_own_api_despite_the_callers_prefect_settings(

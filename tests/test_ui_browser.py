@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from alicloud_runbooks.stack import LocalStack
 from alisim.config import zero_delay_settings
+from local_stack.stack import LocalStack
 from scripts.ui_check import check_ui, find_chromium
 
 CHROMIUM = find_chromium()

@@ -28,9 +28,9 @@ from alicloud_runbooks.cloud_assistant import (
 )
 from alicloud_runbooks.events import names
 from alicloud_runbooks.reconciliation import Answer, RetryPolicy, StragglerPolicy
-from alicloud_runbooks.servers import PrefectServer, free_port
 from alicloud_runbooks.stream import EventStream
 from alicloud_runbooks.waiter import EventWait, Owner, wait_for_events
+from local_stack.servers import PrefectServer, free_port
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]

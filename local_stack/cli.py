@@ -64,13 +64,13 @@ def _sim(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from alicloud_runbooks.demo import run_demo
+    from local_stack.demo import run_demo
 
     return run_demo(instances=args.instances, time_scale=args.time_scale)
 
 
 def _up(args: argparse.Namespace) -> int:
-    from alicloud_runbooks.demo import run_up
+    from local_stack.demo import run_up
 
     return run_up(time_scale=args.time_scale, enable_triggers=args.enable_triggers)
 

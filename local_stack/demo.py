@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from alicloud_runbooks.report import RunReport
-from alicloud_runbooks.stack import LocalStack
+from local_stack.stack import LocalStack
 
 BUCKET = "runbooks-demo"
 OUTPUTS_BUCKET = "runbooks-outputs"
@@ -230,7 +230,7 @@ def calls_summary(
     report: RunReport, runbook: dict[tuple[str, str], int], setup: dict[tuple[str, str], int]
 ) -> list[str]:
     """What the runbook spent, next to what a 5 s polling loop would have spent."""
-    from alicloud_runbooks import polling
+    from local_stack import polling
 
     describe = {k: n for k, n in runbook.items() if k[1].startswith("Describe")}
     estimate = polling.estimate(report, 5.0)

@@ -15,10 +15,10 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from alicloud_runbooks.blocks import AlibabaCloudCredentials
 from alicloud_runbooks.relay.app import create_app
 from alicloud_runbooks.relay.settings import RelaySettings
-from alicloud_runbooks.servers import PrefectServer, ThreadedServer
 from alicloud_runbooks.subscribe import subscribe
 from alisim.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Settings
 from alisim.server import AlisimServer
+from local_stack.servers import PrefectServer, ThreadedServer
 
 DEAD_LETTER_ARN = "acs:mns:cn-hangzhou::/queues/runbooks-relay-dlq"
 
