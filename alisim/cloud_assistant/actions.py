@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 from alisim import ids
 from alisim.cloud_assistant.models import Command, Invocation, InvokeInstance
 from alisim.cloud_assistant.service import parameter_names
-from alisim.ecs import wire
-from alisim.ecs.wire import api_time, instance_ids_required, tag_set
+from alisim.ecs.wire import api_time, instance_ids_required, tag_set, tags_of
 from alisim.errors import ApiError, invalid_parameter
 from alisim.openapi.paging import paginate
 from alisim.openapi.params import Params
@@ -169,7 +168,7 @@ async def run_command(cloud: Cloud, params: Params) -> dict[str, Any]:
         if enable_parameter
         else [],
         keep=params.bool("KeepCommand"),
-        tags=wire.tags(params),
+        tags=tags_of(params),
     )
     invocation = cloud.assistant.invoke(
         command,
@@ -204,7 +203,7 @@ async def create_command(cloud: Cloud, params: Params) -> dict[str, Any]:
             parameter_names=parameter_names(content.decode("utf-8", "replace"))
             if enable_parameter
             else [],
-            tags=wire.tags(params),
+            tags=tags_of(params),
         )
     )
     return {"CommandId": command.command_id}
@@ -225,7 +224,7 @@ async def invoke_command(cloud: Cloud, params: Params) -> dict[str, Any]:
         working_dir=params.get("WorkingDir") or command.working_dir,
         username=params.get("Username", "") or "",
         oss_output_delivery=params.get("OssOutputDelivery", "") or "",
-        tags=wire.tags(params),
+        tags=tags_of(params),
     )
     result = {"InvokeId": invocation.invoke_id}
     cloud.idempotency.store("InvokeCommand", params, result)

@@ -10,9 +10,8 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from alisim.ecs import wire
 from alisim.ecs.models import Instance
-from alisim.ecs.wire import api_time, dry_run, instance_ids_required, tag_set
+from alisim.ecs.wire import api_time, dry_run, instance_ids_required, tag_set, tags_of
 from alisim.errors import ApiError, invalid_parameter
 from alisim.openapi.paging import paginate
 from alisim.openapi.params import Params
@@ -65,7 +64,7 @@ async def run_instances(cloud: Cloud, params: Params) -> dict[str, Any]:
     amount = params.int("Amount", 1, minimum=1, maximum=100) or 1
     min_amount = params.int("MinAmount", amount, minimum=1, maximum=amount)
     del min_amount
-    tags = wire.tags(params)
+    tags = tags_of(params)
     dry_run(params)
     name = params.get("InstanceName")
     hostname = params.get("HostName")

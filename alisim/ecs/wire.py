@@ -17,7 +17,7 @@ def api_time(ts: float | None, minutes_only: bool = False) -> str:
     return time.strftime(fmt, time.gmtime(ts))
 
 
-def tags(params: Params) -> dict[str, str]:
+def tags_of(params: Params) -> dict[str, str]:
     found: dict[str, str] = {}
     for tag in params.objects("Tag"):
         key = tag.get("Key")
