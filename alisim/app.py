@@ -1,7 +1,7 @@
 """The one ASGI app behind alisim's one port.
 
-`/_alisim/*` is the developer API; a request naming an OpenAPI action (`x-acs-action`
-header or `Action` parameter) goes to ECS/ROS/EventBridge/STS; everything else is OSS path-style.
+`/_alisim/*` is the developer API; an OpenAPI call (`dispatch.is_openapi_request`) goes to
+the actions the services register (`alisim/services.py`); everything else is OSS path-style.
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ _METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
 
 def create_app(cloud: Cloud) -> Starlette:
+    dev_routes = devapi.routes(cloud)
+
     async def entry(request: Request) -> Response:
         if request.url.path.startswith("/_alisim/") or request.url.path == "/_alisim":
-            return await devapi.handle(cloud, request)
+            return await devapi.handle(cloud, request, dev_routes)
         if dispatch.is_openapi_request(request):
             return await dispatch.handle(cloud, request)
         return await oss_handlers.handle(cloud, request)
@@ -37,11 +39,6 @@ def create_app(cloud: Cloud) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await cloud.shutdown()
-
-    # Importing the service modules registers their actions.
-    import alisim.ecs.actions  # noqa: F401
-    from alisim.eventbridge import actions as _eventbridge_actions  # noqa: F401
-    from alisim.sts import actions as _sts_actions  # noqa: F401
 
     app = Starlette(
         routes=[Route("/{path:path}", entry, methods=_METHODS)],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 DEFAULT_ACCESS_KEY_ID = "LTAI5tAlisimLocalKey0001"
@@ -47,6 +49,11 @@ class Settings(BaseModel):
     max_concurrent_commands: int = Field(default=32, ge=1)
     signature_window_seconds: int = Field(default=900, ge=1)
     event_log_limit: int = Field(default=200_000, ge=100)
+    event_time_precision: Literal["seconds", "milliseconds"] = Field(
+        default="seconds",
+        description="Precision of CloudEvents `time` and `aliyunpublishtime`: whole seconds as "
+        "in Alibaba's samples, or milliseconds to keep the order of events within a second.",
+    )
     output_delivery_event_type: str = Field(
         default="ecs:CloudAssistant:OutputDelivered",
         description="EventBridge type of the output delivery event (not named in the docs).",
@@ -83,11 +90,14 @@ class Settings(BaseModel):
 
 
 def zero_delay_settings(**overrides: object) -> Settings:
-    """Settings for tests and benchmarks: instances boot at once."""
+    """Settings for tests and benchmarks: instances boot at once. Event times keep their
+    milliseconds: at zero boot a whole-second time would come before the call that caused
+    the event, and latency figures measured from it would be off by up to a second."""
     base = Settings(
         boot_time_linux=BootTime(min_seconds=0, max_seconds=0),
         boot_time_windows=BootTime(min_seconds=0, max_seconds=0),
         pending_seconds=0,
         stop_seconds=0,
+        event_time_precision="milliseconds",
     )
     return base.model_copy(update=overrides)

@@ -1,5 +1,6 @@
 """Developer endpoints under `/_alisim/`: health, call counts, events, settings, faults, reset,
-and (from `alisim.eventbridge.devroutes`) deliveries, dead letters, CloudMonitor subscriptions.
+sts, and those the services add (`Service.devapi`: EventBridge's deliveries, dead letters,
+CloudMonitor subscriptions).
 
 JSON in and out. Unknown paths and bad input get a JSON 4xx saying what is wrong, never a
 500; bodies are bounded (`devapi_max_body_bytes`). When alisim is open to other hosts every
@@ -19,9 +20,10 @@ from starlette.types import Message
 
 from alisim.bodies import BodyTooLarge, read_bounded
 from alisim.config import Settings
-from alisim.eventbridge import devroutes as eventbridge_routes
+from alisim.eventbridge.devroutes import read_json
 from alisim.events import documents
 from alisim.faults import FaultPlan
+from alisim.service import DevRoute as Route
 
 if TYPE_CHECKING:
     from alisim.cloud import Cloud
@@ -37,7 +39,7 @@ class _BadRequest(Exception):
 
 async def _json_body(request: Request) -> Any:
     try:
-        return await eventbridge_routes.read_json(request)
+        return await read_json(request)
     except ValueError as exc:
         raise _BadRequest(str(exc)) from None
 
@@ -95,6 +97,7 @@ async def _publish(cloud: Cloud, request: Request) -> None:
             account_id=cloud.settings.account_id,
             subject=event.subject,
             data=event.data,
+            precision=cloud.settings.event_time_precision,
         )
         document.update({k: getattr(event, k) for k in ("id", "time") if getattr(event, k)})
         cloud.events.publish(document)
@@ -154,8 +157,8 @@ async def _health(cloud: Cloud, request: Request) -> Response:
         {
             "status": "ok",
             "region": cloud.settings.region,
-            "instances": len(cloud.instances.instances),
-            "invocations": len(cloud.assistant.invocations),
+            "services": [s.name for s in cloud.services],
+            **cloud.summary(),
             "events": cloud.events.last_seq,
             "deliveries_pending": cloud.eventbridge.deliveries.pending,
         }
@@ -189,7 +192,7 @@ async def _sts(cloud: Cloud, request: Request) -> Response:
     )
 
 
-_ROUTES = {
+_ROUTES: dict[str, Route] = {
     "health": _health,
     "settings": _settings,
     "events": _events,
@@ -197,8 +200,15 @@ _ROUTES = {
     "calls": _calls,
     "reset": _reset,
     "sts": _sts,
-    **eventbridge_routes.ROUTES,
 }
+
+
+def routes(cloud: Cloud) -> dict[str, Route]:
+    """alisim's own endpoints and those its services declare; a clash is refused."""
+    clash = sorted(set(_ROUTES) & set(cloud.dev_routes))
+    if clash:
+        raise ValueError(f"services declare developer endpoints alisim has: {clash}")
+    return {**_ROUTES, **cloud.dev_routes}
 
 
 def _authorized(cloud: Cloud, request: Request) -> bool:
@@ -237,14 +247,14 @@ async def _buffered(request: Request, limit: int) -> Request:
     return Request(request.scope, receive)
 
 
-async def handle(cloud: Cloud, request: Request) -> Response:
+async def handle(cloud: Cloud, request: Request, table: dict[str, Route]) -> Response:
     if not _authorized(cloud, request):
         return _unauthorized()
     name = request.url.path.removeprefix("/_alisim").strip("/")
-    route = _ROUTES.get(name)
+    route = table.get(name)
     if route is None:
         return JSONResponse(
-            {"error": f"unknown developer endpoint {name!r}", "endpoints": sorted(_ROUTES)},
+            {"error": f"unknown developer endpoint {name!r}", "endpoints": sorted(table)},
             status_code=404,
         )
     limit = cloud.settings.devapi_max_body_bytes

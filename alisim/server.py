@@ -6,6 +6,7 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
@@ -15,6 +16,7 @@ from alisim.cloud import Cloud
 from alisim.config import Settings
 from alisim.credentials import AccessKey
 from alisim.exposure import TRUSTED_PROXIES, check_bind
+from alisim.service import Service
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -28,6 +30,7 @@ class AlisimServer:
 
     A host that is not loopback is refused (`RemoteBindRefused`) unless `allow_remote`;
     with it, `remote_key` is a fresh key pair that remote clients and `/_alisim/*` must use.
+    `services` replaces `alisim.services.SERVICES` (tests of the wiring).
     """
 
     def __init__(
@@ -38,11 +41,12 @@ class AlisimServer:
         data_dir: Path | None = None,
         log_level: str = "warning",
         allow_remote: bool = False,
+        services: Sequence[Service] | None = None,
     ) -> None:
         check_bind(host, allow_remote)
         self.host = host
         self.port = port or free_port(host)
-        self.cloud = Cloud(settings, data_dir)
+        self.cloud = Cloud(settings, data_dir, services)
         self.remote_key: AccessKey | None = (
             self.cloud.credentials.open_to_remote() if allow_remote else None
         )

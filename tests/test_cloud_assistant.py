@@ -12,6 +12,7 @@ from alibabacloud_ecs20140526 import models as ecs_models
 from alibabacloud_ecs20140526.client import Client as EcsClient
 from alibabacloud_tea_openapi import exceptions as sdk_errors
 
+from alisim.config import DEFAULT_ACCOUNT_ID
 from alisim.server import AlisimServer
 from tests.helpers import events, patch_settings, wait_until
 
@@ -634,7 +635,7 @@ def test_task_completed_events(client: EcsClient, sim: AlisimServer) -> None:
         assert all(isinstance(v, str) for v in data.values())
         for field in ("startTime", "finishTime"):
             time.strptime(data[field], "%Y-%m-%dT%H:%M:%SZ")
-        assert event["subject"].endswith(data["instanceId"])
+        assert event["subject"] == f"acs.ecs:{REGION}:{DEFAULT_ACCOUNT_ID}:{invoke_id}"
 
     # No more events arrive for a finished invocation: one per instance, exactly.
     run_after = run(client, instances[:1], "echo later")

@@ -26,10 +26,10 @@ from alibabacloud_tea_openapi import exceptions as sdk_errors
 from alibabacloud_tea_openapi.utils_models import Config
 
 from alisim.config import DEFAULT_ACCOUNT_ID
-from alisim.eventbridge.cloudmonitor import event_time
 from alisim.eventbridge.delivery import mask_url
 from alisim.eventbridge.models import retry_delays
 from alisim.eventbridge.transform import BodyTransform, TransformError
+from alisim.events.documents import cloudmonitor_time as event_time
 from alisim.server import AlisimServer, free_port
 from tests.helpers import call_action
 

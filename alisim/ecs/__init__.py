@@ -1,0 +1,1 @@
+"""ECS instances in alisim: the lifecycle, its events and the instance actions."""

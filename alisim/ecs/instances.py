@@ -13,10 +13,9 @@ import time
 from typing import TYPE_CHECKING
 
 from alisim import ids
-from alisim.ecs import agent
+from alisim.ecs import events
 from alisim.ecs.models import Instance, InstanceStatus
 from alisim.errors import ApiError
-from alisim.events import documents
 
 if TYPE_CHECKING:
     from alisim.cloud import Cloud
@@ -114,15 +113,7 @@ class InstanceService:
         self._publish_state(instance)
 
     def _publish_state(self, instance: Instance, state: str | None = None) -> None:
-        self.cloud.publish_ecs_event(
-            documents.INSTANCE_STATE_CHANGE,
-            instance.instance_id,
-            {
-                "resourceId": instance.instance_id,
-                "resourceType": "ALIYUN::ECS::Instance",
-                "state": state or str(instance.status),
-            },
-        )
+        events.publish_state(self.cloud, instance.instance_id, state or str(instance.status))
 
     async def _boot(self, instance: Instance, *, from_pending: bool) -> None:
         if from_pending:
@@ -135,26 +126,9 @@ class InstanceService:
         self._agent_up(instance)
 
     def _agent_up(self, instance: Instance) -> None:
-        now = time.time()
         instance.agent_online = True
-        instance.last_heartbeat_at = now
-        # An agent too old for the event still runs commands.
+        instance.last_heartbeat_at = time.time()
         self.cloud.assistant.agent_online(instance)
-        if not agent.sends_first_heartbeat(instance.os_type, instance.agent_version):
-            return
-        self.cloud.publish_ecs_event(
-            documents.FIRST_HEARTBEAT,
-            instance.instance_id,
-            {
-                "bizEventId": ids.event_id(),
-                "vmName": instance.instance_id,
-                "extensions": "-",
-                "azone": instance.zone,
-                "region": instance.region,
-                "agentVersion": instance.agent_version,
-                "uptime": int((now - (instance.started_at or now)) * 1000),
-            },
-        )
 
     def _begin_stop(self, instance: Instance) -> None:
         """The call itself puts the instance in Stopping (documented), before it answers."""
@@ -205,6 +179,9 @@ class InstanceService:
         del self.instances[instance.instance_id]
         self._publish_state(instance, state="Deleted")
         shutil.rmtree(instance.root, ignore_errors=True)
+
+    def summary(self) -> dict[str, int]:
+        return {"instances": len(self.instances)}
 
     async def shutdown(self) -> None:
         tasks = [i.lifecycle for i in self.instances.values() if i.lifecycle is not None]

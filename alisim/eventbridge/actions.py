@@ -20,7 +20,7 @@ from alisim.eventbridge.models import EventBus, Rule, Target
 from alisim.eventbridge.patterns import EventPattern, PatternError
 from alisim.eventbridge.service import DEFAULT_BUS, EventBridgeService
 from alisim.openapi.params import Params
-from alisim.openapi.registry import EVENTBRIDGE, action
+from alisim.openapi.registry import EVENTBRIDGE, ActionTable, Region
 
 if TYPE_CHECKING:
     from alisim.cloud import Cloud
@@ -162,7 +162,6 @@ def _bus_view(cloud: Cloud, name: str) -> dict[str, Any]:
     }
 
 
-@action(EVENTBRIDGE, "CreateEventBus")
 async def create_event_bus(cloud: Cloud, params: Params) -> dict[str, Any]:
     name = _bus_name(params)
     service = _service(cloud)
@@ -172,19 +171,16 @@ async def create_event_bus(cloud: Cloud, params: Params) -> dict[str, Any]:
     return _ok({"EventBusARN": _bus_view(cloud, name)["EventBusARN"]})
 
 
-@action(EVENTBRIDGE, "GetEventBus")
 async def get_event_bus(cloud: Cloud, params: Params) -> dict[str, Any]:
     return _ok(_bus_view(cloud, params.require("EventBusName")))
 
 
-@action(EVENTBRIDGE, "UpdateEventBus")
 async def update_event_bus(cloud: Cloud, params: Params) -> dict[str, Any]:
     bus = _service(cloud).bus(params.require("EventBusName"))
     bus.description = params.get("Description", "") or ""
     return _ok(True)
 
 
-@action(EVENTBRIDGE, "ListEventBuses")
 async def list_event_buses(cloud: Cloud, params: Params) -> dict[str, Any]:
     prefix = params.get("NamePrefix", "") or ""
     service = _service(cloud)
@@ -200,7 +196,6 @@ async def list_event_buses(cloud: Cloud, params: Params) -> dict[str, Any]:
     )
 
 
-@action(EVENTBRIDGE, "DeleteEventBus")
 async def delete_event_bus(cloud: Cloud, params: Params) -> dict[str, Any]:
     name = params.require("EventBusName")
     service = _service(cloud)
@@ -219,7 +214,6 @@ async def delete_event_bus(cloud: Cloud, params: Params) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- rules
-@action(EVENTBRIDGE, "CreateRule")
 async def create_rule(cloud: Cloud, params: Params) -> dict[str, Any]:
     service = _service(cloud)
     bus = _bus_name(params)
@@ -253,7 +247,6 @@ async def create_rule(cloud: Cloud, params: Params) -> dict[str, Any]:
     return _ok({"RuleARN": rule.arn(cloud.settings.region, cloud.settings.account_id)})
 
 
-@action(EVENTBRIDGE, "UpdateRule")
 async def update_rule(cloud: Cloud, params: Params) -> dict[str, Any]:
     rule = _service(cloud).rule(params.require("EventBusName"), params.require("RuleName"))
     if params.get("FilterPattern") is not None:
@@ -266,13 +259,11 @@ async def update_rule(cloud: Cloud, params: Params) -> dict[str, Any]:
     return _ok(True)
 
 
-@action(EVENTBRIDGE, "GetRule")
 async def get_rule(cloud: Cloud, params: Params) -> dict[str, Any]:
     rule = _service(cloud).rule(params.require("EventBusName"), params.require("RuleName"))
     return _ok(_rule_view(cloud, rule))
 
 
-@action(EVENTBRIDGE, "ListRules")
 async def list_rules(cloud: Cloud, params: Params) -> dict[str, Any]:
     service = _service(cloud)
     bus = params.require("EventBusName")
@@ -289,7 +280,6 @@ async def list_rules(cloud: Cloud, params: Params) -> dict[str, Any]:
     )
 
 
-@action(EVENTBRIDGE, "DeleteRule")
 async def delete_rule(cloud: Cloud, params: Params) -> dict[str, Any]:
     service = _service(cloud)
     rule = service.rule(params.require("EventBusName"), params.require("RuleName"))
@@ -303,12 +293,10 @@ async def _set_status(cloud: Cloud, params: Params, status: str) -> dict[str, An
     return _ok()
 
 
-@action(EVENTBRIDGE, "EnableRule")
 async def enable_rule(cloud: Cloud, params: Params) -> dict[str, Any]:
     return await _set_status(cloud, params, "ENABLE")
 
 
-@action(EVENTBRIDGE, "DisableRule")
 async def disable_rule(cloud: Cloud, params: Params) -> dict[str, Any]:
     return await _set_status(cloud, params, "DISABLE")
 
@@ -318,7 +306,6 @@ def _error_entries(entries: list[dict[str, str]]) -> dict[str, Any]:
     return {"ErrorEntries": entries, "ErrorEntriesCount": len(entries)}
 
 
-@action(EVENTBRIDGE, "PutTargets")
 async def put_targets(cloud: Cloud, params: Params) -> dict[str, Any]:
     rule = _service(cloud).rule(params.require("EventBusName"), params.require("RuleName"))
     raws = _json_list(params, "Targets")
@@ -342,7 +329,6 @@ async def put_targets(cloud: Cloud, params: Params) -> dict[str, Any]:
     return _ok(_error_entries(errors))
 
 
-@action(EVENTBRIDGE, "DeleteTargets")
 async def delete_targets(cloud: Cloud, params: Params) -> dict[str, Any]:
     rule = _service(cloud).rule(params.require("EventBusName"), params.require("RuleName"))
     ids = params.id_list("TargetIds")
@@ -375,9 +361,31 @@ def _rule_of_list_request(cloud: Cloud, params: Params) -> Rule:
     return _service(cloud).rule(bus, params.require("RuleName"))
 
 
-@action(EVENTBRIDGE, "ListTargets")
 async def list_targets(cloud: Cloud, params: Params) -> dict[str, Any]:
     rule = _rule_of_list_request(cloud, params)
     page, next_token, total = _page(list(rule.targets.values()), params)
     targets = [{**_target_view(t), "EventBusName": rule.bus, "RuleName": rule.name} for t in page]
     return _ok({"Targets": targets, "NextToken": next_token, "Total": total})
+
+
+ACTIONS = ActionTable(
+    EVENTBRIDGE,
+    {
+        "CreateEventBus": create_event_bus,
+        "GetEventBus": get_event_bus,
+        "UpdateEventBus": update_event_bus,
+        "ListEventBuses": list_event_buses,
+        "DeleteEventBus": delete_event_bus,
+        "CreateRule": create_rule,
+        "UpdateRule": update_rule,
+        "GetRule": get_rule,
+        "ListRules": list_rules,
+        "DeleteRule": delete_rule,
+        "EnableRule": enable_rule,
+        "DisableRule": disable_rule,
+        "PutTargets": put_targets,
+        "DeleteTargets": delete_targets,
+        "ListTargets": list_targets,
+    },
+    region=Region.NONE,
+)

@@ -1,81 +1,26 @@
 """CloudMonitor-style system-event pushes: webhook subscriptions fed from alisim's CloudEvents.
 
-CloudMonitor speaks its own JSON, not CloudEvents (`shared/reference/`). Each converter turns
-one CloudEvent type into a `Notice`; adding a product's event (ROS `Stack:StatusChange`) is
-one function registered in `CONVERTERS`. Pushes share the EventBridge delivery machinery:
-retries, dead letters, faults and the delivery log.
+CloudMonitor speaks its own JSON, not CloudEvents (`shared/reference/`). Each service declares
+the converters of its CloudEvent types into `Notice`s (`Service.notices`, e.g.
+`alisim/ecs/events.py`). Pushes share the EventBridge delivery machinery: retries, dead
+letters, faults and the delivery log.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, field_validator
 
 from alisim.eventbridge.delivery import Delivery
 from alisim.eventbridge.models import DEFAULT_RETRY_STRATEGY, RetryStrategy
-from alisim.events import documents
+from alisim.events.documents import Notice, NoticeConverter
 
 if TYPE_CHECKING:
     from alisim.eventbridge.delivery import DeliveryEngine
-
-UTC8 = dt.timezone(dt.timedelta(hours=8))
-
-
-@dataclass(frozen=True)
-class Notice:
-    """A CloudMonitor notification and the fields subscriptions filter on."""
-
-    product: str
-    name: str
-    document: dict[str, Any]
-
-
-def event_time(cloud_event: dict[str, Any]) -> str:
-    """CloudEvents `time` (UTC) as CloudMonitor's `20181226T220114.058+0800` (UTC+8)."""
-    raw = str(cloud_event.get("time", ""))
-    try:
-        moment = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        moment = dt.datetime.now(dt.UTC)
-    local = moment.astimezone(UTC8)
-    return local.strftime("%Y%m%dT%H%M%S") + f".{local.microsecond // 1000:03d}+0800"
-
-
-def instance_state_change(event: dict[str, Any]) -> Notice:
-    data = event.get("data") or {}
-    document = {
-        "id": str(event.get("id", "")).upper(),
-        "eventTime": event_time(event),
-        "level": "INFO",
-        "name": "Instance:StateChange",
-        "product": "ECS",
-        "regionId": event.get("aliyunregionid", ""),
-        "resourceId": event.get("subject", ""),
-        "userId": event.get("aliyunaccountid", ""),
-        "ver": "1.0",
-        "content": {
-            "resourceId": data.get("resourceId", ""),
-            "resourceType": data.get("resourceType", "ALIYUN::ECS::Instance"),
-            "state": data.get("state", ""),
-        },
-    }
-    return Notice("ECS", "Instance:StateChange", document)
-
-
-CONVERTERS: dict[str, Callable[[dict[str, Any]], Notice]] = {
-    documents.INSTANCE_STATE_CHANGE: instance_state_change,
-}
-
-
-def to_notice(event: dict[str, Any]) -> Notice | None:
-    convert = CONVERTERS.get(str(event.get("type", "")))
-    return convert(event) if convert is not None else None
 
 
 class SubscriptionRequest(BaseModel):
@@ -104,9 +49,16 @@ class Subscription(SubscriptionRequest):
 
 
 class CloudMonitor:
-    def __init__(self, deliveries: DeliveryEngine) -> None:
+    def __init__(
+        self, deliveries: DeliveryEngine, converters: Mapping[str, NoticeConverter]
+    ) -> None:
         self.deliveries = deliveries
+        self.converters = converters
         self.subscriptions: dict[str, Subscription] = {}
+
+    def to_notice(self, event: dict[str, Any]) -> Notice | None:
+        convert = self.converters.get(str(event.get("type", "")))
+        return convert(event) if convert is not None else None
 
     def subscribe(self, request: SubscriptionRequest) -> Subscription:
         subscription = Subscription(id=f"sub-{uuid.uuid4().hex[:12]}", **request.model_dump())
@@ -124,7 +76,7 @@ class CloudMonitor:
     def on_event(self, event: dict[str, Any]) -> None:
         if not self.subscriptions:
             return
-        notice = to_notice(event)
+        notice = self.to_notice(event)
         if notice is None:
             return
         for subscription in list(self.subscriptions.values()):

@@ -1,6 +1,6 @@
 """EventBridge state: buses and rules, and the routing of published events to their targets.
 
-alisim's own events (ECS, Cloud Assistant) are system events, so they enter the `default`
+alisim's own events (every service's) are system events, so they enter the `default`
 bus, as on the real service; rules on custom buses are stored and served but receive nothing
 until alisim grows a PutEvents. Routing runs inside `EventLog.publish`, so it only matches,
 transforms and submits: the HTTP work happens in the delivery engine's tasks.
@@ -40,7 +40,7 @@ class EventBridgeService:
         self.buses: dict[str, EventBus] = {DEFAULT_BUS: EventBus(DEFAULT_BUS, "default bus")}
         self.rules: dict[tuple[str, str], Rule] = {}
         self.deliveries = DeliveryEngine(cloud)
-        self.cloudmonitor = CloudMonitor(self.deliveries)
+        self.cloudmonitor = CloudMonitor(self.deliveries, cloud.notices)
 
     # ----- lookups
     def bus(self, name: str) -> EventBus:
@@ -110,3 +110,7 @@ class EventBridgeService:
 
     async def shutdown(self) -> None:
         await self.deliveries.shutdown()
+
+    def forget(self) -> None:
+        """At reset: the dead-letter file outlives the service's state, so empty it."""
+        self.deliveries.clear_dead_letters()

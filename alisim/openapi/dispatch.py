@@ -2,7 +2,9 @@
 
 The ACS3 style carries the action in `x-acs-action`/`x-acs-version` headers; the RPC style
 carries `Action`/`Version` among the parameters. Parameters come from the query and from a
-form body. Every failure becomes Alibaba's error JSON, never a 500.
+form body. The route (from the services' tables, `cloud.router`) says how `RegionId` is
+checked; the check runs here, before the handler. Every failure becomes Alibaba's error JSON,
+never a 500.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from starlette.responses import Response
 
 from alisim import exposure, ids
 from alisim.bodies import BodyTooLarge, read_bounded
-from alisim.errors import ApiError
-from alisim.openapi import registry, signing
+from alisim.errors import ApiError, missing_parameter
+from alisim.openapi import signing
 from alisim.openapi.params import Params
 
 if TYPE_CHECKING:
@@ -27,8 +29,33 @@ if TYPE_CHECKING:
 log = logging.getLogger("alisim.openapi")
 
 
+# Marks of an OpenAPI call that no OSS request carries (OSS's own query names are lower-case
+# or `OSSAccessKeyId`, `Signature`, `Expires`; its headers `x-oss-*`).
+_OPENAPI_HEADERS = (
+    "x-acs-action",
+    "x-acs-version",
+    "x-acs-signature-nonce",
+    "x-acs-content-sha256",
+)
+_OPENAPI_QUERY = ("Action", "Version", "SignatureMethod", "SignatureNonce", "SignatureVersion")
+
+
 def is_openapi_request(request: Request) -> bool:
-    return "x-acs-action" in request.headers or "Action" in request.query_params
+    """An OpenAPI call, with or without its action: a call that names none is answered
+    `MissingParameter` in OpenAPI's JSON, not handed to OSS to fail in OSS's XML."""
+    headers = request.headers
+    if any(name in headers for name in _OPENAPI_HEADERS):
+        return True
+    if headers.get("authorization", "").startswith(signing.ACS3):
+        return True
+    if any(name in request.query_params for name in _OPENAPI_QUERY):
+        return True
+    # OSS has no POST on the service root; the RPC style posts its form there.
+    return (
+        request.method == "POST"
+        and request.url.path == "/"
+        and headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
+    )
 
 
 def error_response(error: ApiError, request_id: str) -> Response:
@@ -90,6 +117,8 @@ async def handle(cloud: Cloud, request: Request) -> Response:
         authorization = request.headers.get("authorization", "")
         action = request.headers.get("x-acs-action") or params.get("Action", "")
         version = request.headers.get("x-acs-version") or params.get("Version", "")
+        if not action:
+            raise missing_parameter("Action")
         keys = cloud.credentials.for_peer(exposure.is_loopback_address(_peer(request)))
         if authorization.startswith(signing.ACS3):
             caller = signing.verify_acs3(signed, authorization, keys, cloud.nonces)
@@ -105,21 +134,23 @@ async def handle(cloud: Cloud, request: Request) -> Response:
                 "the RPC Signature parameters.",
                 400,
             )
-        product = registry.PRODUCTS.get(version)
+        product = cloud.router.product(version)
         if product is None:
             raise ApiError(
                 "InvalidVersion", f"Specified API version {version!r} is not valid.", 400
             )
         cloud.count_call(product.name, action)
-        handler = registry.lookup(version, action)
-        if handler is None:
+        route = cloud.router.lookup(version, action)
+        if route is None:
             raise ApiError(
                 "InvalidAction.NotFound",
                 f"Specified api {action!r} is not found for {product.name} {version}.",
                 404,
             )
         cloud.faults.check_api(product.name, action)
-        result = await handler(cloud, Params(params, caller=caller))
+        call = Params(params, caller=caller)
+        route.check_region(call, cloud.settings.region)
+        result = await route.handler(cloud, call)
     except ApiError as error:
         log.info("%s %s -> %s", request.method, request.url.path, error.code)
         return error_response(error, request_id)

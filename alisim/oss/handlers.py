@@ -19,7 +19,7 @@ from alisim.errors import ApiError, OssError
 from alisim.oss import buckets, objects
 from alisim.oss.request import OssRequest, parse, read_body
 from alisim.oss.responses import error_response
-from alisim.oss.signing import SUBRESOURCES, authenticate
+from alisim.oss.signing import SUBRESOURCES, authenticate, is_anonymous
 
 if TYPE_CHECKING:
     from alisim.cloud import Cloud
@@ -99,6 +99,14 @@ async def _serve(cloud: Cloud, request: Request, req: OssRequest) -> Response:
         raise
     cloud.count_call("Oss", action)
     req.body = await read_body(request, cloud.settings.oss_max_object_bytes)
+    if (
+        req.bucket
+        and action != "PutBucket"
+        and is_anonymous(req)
+        and req.bucket not in cloud.oss.buckets
+    ):
+        # OSS looks the bucket up before it refuses an anonymous caller.
+        cloud.oss.bucket(req.bucket)
     peer = request.client.host if request.client else None
     authenticate(
         req,

@@ -104,7 +104,6 @@ async def put_object(cloud: Cloud, req: OssRequest) -> Response:
     _check_key(req.key)
     if req.header("x-oss-copy-source"):
         return await _copy_object(cloud, req)
-    check_content_md5(req, required=False)
     _check_overwrite(cloud, req)
     content_type = (
         req.header("content-type") or mimetypes.guess_type(req.key)[0] or "application/octet-stream"
@@ -116,6 +115,10 @@ async def put_object(cloud: Cloud, req: OssRequest) -> Response:
         _request_metadata(req),
         http_headers={name: req.headers[name] for name in _STORED_HEADERS if name in req.headers},
     )
+    await obj.hash()
+    check_content_md5(req, required=False, actual=obj.md5_digest)
+    # Checked again: another request may have written the key while this one was hashed.
+    _check_overwrite(cloud, req)
     cloud.oss.store_object(req.bucket, obj)
     return respond(req, headers=_written(obj))
 
@@ -169,6 +172,9 @@ async def _copy_object(cloud: Cloud, req: OssRequest) -> Response:
             _request_metadata(req),
             http_headers={n: req.headers[n] for n in _STORED_HEADERS if n in req.headers},
         )
+    copy.share_hashes(source)
+    await copy.hash()
+    _check_overwrite(cloud, req)
     cloud.oss.store_object(req.bucket, copy)
     body = xml.document(
         "CopyObjectResult", [("ETag", copy.etag), ("LastModified", xml.iso8601(copy.last_modified))]

@@ -136,7 +136,8 @@ def parse(request: Request, request_id: str) -> OssRequest:
     )
 
 
-def check_content_md5(req: OssRequest, required: bool) -> None:
+def check_content_md5(req: OssRequest, required: bool, actual: bytes | None = None) -> None:
+    """`actual`: the body's MD5 when the caller has it already (computed off the loop)."""
     given = req.header("content-md5")
     if not given:
         if required:
@@ -155,7 +156,7 @@ def check_content_md5(req: OssRequest, required: bool) -> None:
             400,
             **{"Content-MD5": given},
         )
-    if digest != hashlib.md5(req.body).digest():
+    if digest != (actual if actual is not None else hashlib.md5(req.body).digest()):
         raise OssError(
             "InvalidDigest",
             "The Content-MD5 you specified did not match what was received.",

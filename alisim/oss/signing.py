@@ -463,6 +463,15 @@ def _v4_query(req: OssRequest, keys: KeyLookup, region: str) -> str:
 # --- entry ------------------------------------------------------------------------------
 
 
+def is_anonymous(req: OssRequest) -> bool:
+    """No signature of any kind: no Authorization header, no V1 or V4 query signature."""
+    return not (
+        req.header("authorization").strip()
+        or req.params.get("x-oss-signature-version") == V4
+        or req.params.keys() >= _V1_QUERY_AUTH
+    )
+
+
 def authenticate(req: OssRequest, keys: KeyLookup, region: str, window: int) -> str:
     """The caller's access key id, or the OssError the real service gives for this request."""
     authorization = req.header("authorization").strip()

@@ -1,7 +1,12 @@
-"""In-memory buckets and objects; Cloud Assistant's output delivery writes here too."""
+"""In-memory buckets and objects; Cloud Assistant's output delivery writes here too.
+
+An object's MD5 and CRC-64 are computed once, when it is stored: inline for a small body,
+in a worker thread for a large one, so a 100 MiB PUT does not stall every other request.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import bisect
 import hashlib
@@ -10,6 +15,9 @@ from dataclasses import dataclass, field
 
 from alisim.errors import OssError
 from alisim.oss.crc64 import crc64_ecma
+
+HASH_IN_THREAD_BYTES = 256 * 1024
+"""Above this size the hashes are computed off the event loop (below it they take < 1 ms)."""
 
 
 @dataclass
@@ -26,16 +34,34 @@ class OssObject:
     )
 
     def _hashes(self) -> tuple[bytes, int]:
-        # Hashing 100 MiB takes a second: hash once per data, not once per read or listing.
         cached = self._digests
         if cached is None or cached[0] is not self.data:
-            cached = (self.data, hashlib.md5(self.data).digest(), crc64_ecma(self.data))
+            cached = _digest(self.data)
             self._digests = cached
         return cached[1], cached[2]
+
+    async def hash(self) -> None:
+        """Compute the hashes now, off the event loop when the body is large."""
+        cached = self._digests
+        if cached is not None and cached[0] is self.data:
+            return
+        if len(self.data) <= HASH_IN_THREAD_BYTES:
+            self._digests = _digest(self.data)
+        else:
+            self._digests = await asyncio.to_thread(_digest, self.data)
+
+    def share_hashes(self, source: OssObject) -> None:
+        """A copy of `source`'s bytes reuses its hashes instead of computing them again."""
+        if source._digests is not None and source._digests[0] is self.data:
+            self._digests = source._digests
 
     @property
     def etag(self) -> str:
         return '"' + self._hashes()[0].hex().upper() + '"'
+
+    @property
+    def md5_digest(self) -> bytes:
+        return self._hashes()[0]
 
     @property
     def content_md5(self) -> str:
@@ -48,6 +74,10 @@ class OssObject:
     @property
     def size(self) -> int:
         return len(self.data)
+
+
+def _digest(data: bytes) -> tuple[bytes, bytes, int]:
+    return data, hashlib.md5(data).digest(), crc64_ecma(data)
 
 
 class ObjectMap(dict[str, OssObject]):
@@ -161,7 +191,7 @@ class OssStore:
             )
         del self.buckets[name]
 
-    def put_object(
+    async def put_object(
         self,
         bucket: str,
         key: str,
@@ -169,11 +199,14 @@ class OssStore:
         content_type: str = "application/octet-stream",
         metadata: dict[str, str] | None = None,
     ) -> OssObject:
+        self.bucket(bucket)
         obj = OssObject(key, data, content_type, metadata or {})
+        await obj.hash()
         return self.store_object(bucket, obj)
 
     def store_object(self, bucket: str, obj: OssObject) -> OssObject:
-        """Put a fully built object (with its HTTP headers) in place of any older one."""
+        """Put a fully built object (with its HTTP headers, hashed by `await obj.hash()`
+        first) in place of any older one."""
         self.bucket(bucket).objects[obj.key] = obj
         return obj
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from alisim.openapi.params import Params
-from alisim.openapi.registry import STS, action
+from alisim.openapi.registry import STS, ActionTable, Region
 
 if TYPE_CHECKING:
     from alisim.cloud import Cloud
@@ -21,7 +21,6 @@ ROLE_NAME = "alisim-role"
 ROLE_ID = "3000000000000001"
 
 
-@action(STS, "GetCallerIdentity")
 async def get_caller_identity(cloud: Cloud, params: Params) -> dict[str, Any]:
     account = cloud.settings.account_id
     key = cloud.credentials.get(params.caller)
@@ -41,3 +40,12 @@ async def get_caller_identity(cloud: Cloud, params: Params) -> dict[str, Any]:
         "PrincipalId": USER_ID,
         "UserId": USER_ID,
     }
+
+
+ACTIONS = ActionTable(
+    STS,
+    {
+        "GetCallerIdentity": get_caller_identity,
+    },
+    region=Region.NONE,
+)

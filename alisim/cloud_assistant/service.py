@@ -20,12 +20,11 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from alisim import ids
-from alisim.ecs import agent
-from alisim.ecs.assistant_models import Command, Invocation, InvokeInstance
+from alisim.cloud_assistant import agent, events
+from alisim.cloud_assistant.models import Command, Invocation, InvokeInstance
+from alisim.cloud_assistant.reaper import Reaper
 from alisim.ecs.models import Instance, InstanceStatus
-from alisim.ecs.reaper import Reaper
 from alisim.errors import ApiError, OssError
-from alisim.events import documents
 
 if TYPE_CHECKING:
     from alisim.cloud import Cloud
@@ -80,7 +79,11 @@ class CloudAssistant:
         return self._agent_ready.setdefault(instance_id, asyncio.Event())
 
     def agent_online(self, instance: Instance) -> None:
+        """The agent's first heartbeat after a boot; an agent too old for the event still
+        runs commands."""
         self._ready_event(instance.instance_id).set()
+        if agent.sends_first_heartbeat(instance.os_type, instance.agent_version):
+            events.publish_first_heartbeat(self.cloud, instance)
 
     def instance_stopping(self, instance: Instance) -> None:
         self._ready_event(instance.instance_id).clear()
@@ -421,27 +424,7 @@ class CloudAssistant:
             ii.stop_time = ii.finish_time
         if invocation.oss_output_delivery:
             ii.oss_status = "InProgress"
-        self._publish_task_completed(invocation, ii)
-
-    def _publish_task_completed(self, invocation: Invocation, ii: InvokeInstance) -> None:
-        settings = self.cloud.settings
-        data = {
-            "commandId": invocation.command.command_id,
-            "commandName": invocation.command.name,
-            "exitCode": str(ii.exit_code if ii.exit_code is not None else ""),
-            "finishTime": documents.iso_utc(ii.finish_time),
-            "instanceId": ii.instance_id,
-            "invocationStatus": ii.status,
-            "invokeId": invocation.invoke_id,
-            "ownerId": settings.account_id,
-            "playerUid": settings.account_id,
-            "repeatMode": invocation.repeat_mode,
-            "repeats": str(ii.repeats),
-            "startTime": documents.iso_utc(ii.start_time or ii.finish_time),
-            "errorCode": ii.error_code or "0",
-            "errorDesc": ii.error_info,
-        }
-        self.cloud.publish_ecs_event(documents.TASK_COMPLETED, ii.instance_id, data)
+        events.publish_task_completed(self.cloud, invocation, ii)
 
     async def _deliver_output(self, invocation: Invocation, ii: InvokeInstance) -> None:
         if not invocation.oss_output_delivery:
@@ -463,13 +446,13 @@ class CloudAssistant:
             )
         else:
             try:
-                self.cloud.oss.put_object(bucket, key, ii.output, "text/plain; charset=utf-8")
+                await self.cloud.oss.put_object(bucket, key, ii.output, "text/plain; charset=utf-8")
             except OssError as exc:
                 self._delivery_failed(ii, exc.code, exc.message, status_code=str(exc.status))
             else:
                 ii.oss_status = "Finished"
                 ii.oss_uri = f"oss://{bucket}/{key}"
-        self._publish_output_delivered(invocation, ii)
+        events.publish_output_delivered(self.cloud, invocation, ii)
 
     @staticmethod
     def _delivery_failed(
@@ -480,24 +463,8 @@ class CloudAssistant:
         ii.oss_error_info = info
         ii.oss_status_code = status_code
 
-    def _publish_output_delivered(self, invocation: Invocation, ii: InvokeInstance) -> None:
-        settings = self.cloud.settings
-        data: dict[str, str] = {
-            "instanceId": ii.instance_id,
-            "invokeId": invocation.invoke_id,
-            "ownerUid": settings.account_id,
-            "playerUid": settings.account_id,
-            "repeatMode": invocation.repeat_mode,
-            "repeats": str(ii.repeats),
-            "ossOutputDelivery": invocation.oss_output_delivery,
-            "ossOutputUri": ii.oss_uri,
-            "status": ii.oss_status,
-        }
-        if ii.oss_status == "Failed":
-            data["statusCode"] = ii.oss_status_code
-            data["errorCode"] = ii.oss_error_code
-            data["errorInfo"] = ii.oss_error_info
-        self.cloud.publish_ecs_event(settings.output_delivery_event_type, ii.instance_id, data)
+    def summary(self) -> dict[str, int]:
+        return {"invocations": len(self.invocations)}
 
     async def shutdown(self) -> None:
         tasks = [
