@@ -55,6 +55,9 @@ class Settlement(BaseModel):
     settled_at: datetime
     received_at: datetime | None = None
     source_time: datetime | None = None
+    relayed_at: datetime | None = None
+    """When the relay received the event (its Prefect `occurred`): precise to the millisecond
+    where the source's own time may be whole seconds."""
     event_id: str | None = None
     live: bool | None = None
     data: dict[str, Any] = {}
@@ -236,6 +239,7 @@ class _Waiting:
                 settled_at=datetime.now(UTC),
                 received_at=received_at,
                 source_time=_source_time(event),
+                relayed_at=event.occurred,
                 event_id=str(event.id),
                 live=live,
                 data=dict(event.payload),

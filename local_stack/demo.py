@@ -100,8 +100,9 @@ def use_prefect_console_logging() -> None:
 def _sim_settings(time_scale: float) -> Any:
     from alisim.config import Settings
 
-    # Linux boots in 20-40 s at scale 1: 2-4 s at the default 0.1.
-    return Settings(time_scale=time_scale)
+    # Linux boots in 20-40 s at scale 1: 2-4 s at the default 0.1. Event times to the
+    # millisecond, so the reaction figures the demo prints mean something.
+    return Settings(time_scale=time_scale, event_time_precision="milliseconds")
 
 
 def _masked_relay_url(stack: LocalStack) -> str:

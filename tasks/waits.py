@@ -151,8 +151,9 @@ async def wait_for_heartbeats(
         settled = result.settled.get(instance_id)
         if settled is not None and settled.by == "event":
             ready.append(instance_id)
-            if settled.source_time is not None and settled.source_time >= launched_at:
-                seconds[instance_id] = round((settled.source_time - launched_at).total_seconds(), 2)
+            # From the relay's receipt: Alibaba's event times are whole seconds.
+            if settled.relayed_at is not None and settled.relayed_at >= launched_at:
+                seconds[instance_id] = round((settled.relayed_at - launched_at).total_seconds(), 2)
             continue
         known = settled.data if settled is not None else result.last_known.get(instance_id)
         if known is None:
