@@ -193,8 +193,8 @@ class CommandClock:
 def invocation_check(
     invocations: Sequence[Invocation], *, require_command: bool
 ) -> Callable[[Event], str | None]:
-    """An invocation event is the run's only if it names one of the run's invocations, the
-    instance is part of it, and (TaskCompleted) its command is that invocation's command."""
+    """An event of one of the run's invocations is genuine only if the instance is part of
+    that invocation and (TaskCompleted) its command is that invocation's command."""
     by_id = {inv.invoke_id: inv for inv in invocations}
     members = {inv.invoke_id: set(inv.instance_ids) for inv in invocations}
 
@@ -206,7 +206,7 @@ def invocation_check(
         ]
         ours = next((i for i in invoke_ids if i in by_id), None)
         if ours is None:
-            return "not one of the run's invocations"
+            return "names none of the run's invocations"
         instance = event.resource.id.removeprefix(names.instance_resource(""))
         if instance not in members[ours]:
             return f"instance {instance} is not part of invocation {ours}"
@@ -277,13 +277,8 @@ def output_delivered_wait(
     owner: Owner | None = None,
     stragglers: StragglerPolicy | None = None,
 ) -> EventWait:
-    check = invocation_check(invocations, require_command=False)
-
-    def final_delivery(event: Event) -> str | None:
-        status = event.resource.get(names.DELIVERY_STATUS_LABEL)
-        if status not in FINAL_DELIVERY_STATUSES:
-            return f"delivery status {status} is not final"
-        return check(event)
+    def final_delivery(event: Event) -> bool:
+        return event.resource.get(names.DELIVERY_STATUS_LABEL) in FINAL_DELIVERY_STATUSES
 
     return EventWait(
         name="OutputDelivered",
@@ -294,7 +289,8 @@ def output_delivered_wait(
         since=since,
         timeout=timeout,
         owner=owner,
-        check=final_delivery,
+        relevant=final_delivery,
+        check=invocation_check(invocations, require_command=False),
         stragglers=stragglers or StragglerPolicy(),
         retry=RECONCILE_RETRY,
     )

@@ -125,6 +125,10 @@ def _nothing_wrong(event: Event) -> str | None:
     return None
 
 
+def _always(event: Event) -> bool:
+    return True
+
+
 @dataclass
 class EventWait:
     """What to wait for: `event` on each key's resource, optionally tied to related ids.
@@ -141,8 +145,12 @@ class EventWait:
     limit: float | None = None
     related: Collection[str] = ()
     owner: Owner | None = None
+    relevant: Callable[[Event], bool] = field(default=_always)
+    """Whether an event of a key's resource is one this wait is for at all (a final delivery
+    status, say). Others are passed on untouched: another wait may want them."""
     check: Callable[[Event], str | None] = field(default=_nothing_wrong)
-    """Why an event of a key's resource is not the run's (another invocation), or None."""
+    """Why an event this wait is for cannot be the run's (a command id that is not its
+    invocation's): ignored, counted, logged as suspicious. None when it is fine."""
     stragglers: StragglerPolicy = field(default_factory=StragglerPolicy)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     reread_every: float = 3.0
@@ -152,11 +160,17 @@ class EventWait:
         self._by_resource = {self.resource_of(key): key for key in self.keys}
 
     def key_of(self, event: Event) -> str | None:
-        return self._by_resource.get(event.resource.id)
+        """The key this event is for, or None when it is not this wait's to judge."""
+        if event.event != self.event:
+            return None
+        key = self._by_resource.get(event.resource.id)
+        if key is None:
+            return None
+        if self.related and not any(r.id in self.related for r in event.related):
+            return None  # another invocation's, on the same instance
+        return key if self.relevant(event) else None
 
     def not_ours(self, event: Event) -> str | None:
-        if self.related and not any(r.id in self.related for r in event.related):
-            return "not related to the run's resources"
         return (self.owner.mismatch(event) if self.owner else None) or self.check(event)
 
     def filter(self, keys: Collection[str], since: datetime | None = None) -> EventFilter:
@@ -209,8 +223,6 @@ class _Waiting:
 
     # ----- the stream's consumer
     def offer(self, event: Event, *, live: bool, received_at: datetime) -> bool:
-        if event.event != self.spec.event:
-            return False
         key = self.spec.key_of(event)
         if key is None:
             return False

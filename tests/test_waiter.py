@@ -544,3 +544,32 @@ async def test_the_stream_says_when_it_is_down_and_comes_back_by_itself() -> Non
             result = await asyncio.wait_for(waiting, 60)
         assert stream.reconnects == 1
         assert sorted(result.by("event")) == sorted(keys)
+
+
+async def test_two_invocations_on_the_same_instances_each_get_their_own_events(prefect) -> None:
+    """Two commands on the same instances at once, one stream: neither wait takes (or counts
+    as foreign) the other's TaskCompleted."""
+    keys = ids(2)
+    first, second = invocation(keys), invocation(keys)
+    sent = {
+        inv.invoke_id: [event(names.TASK_COMPLETED, k, inv.invoke_id, inv.command_id) for k in keys]
+        for inv in (first, second)
+    }
+    quiet = StragglerPolicy(rounds=0)
+    async with EventStream([names.TASK_COMPLETED]) as stream:
+        specs = [
+            live_only(task_completed_wait([inv], datetime.now(UTC), clock(30), stragglers=quiet))
+            for inv in (first, second)
+        ]
+        running = asyncio.ensure_future(
+            asyncio.gather(*(wait_for_events(spec, never, stream=stream) for spec in specs))
+        )
+        await asyncio.wait_for(_until(lambda: _all_listening(stream, 2)), 20)
+        post(prefect, *sent[second.invoke_id], *sent[first.invoke_id])
+        results = await asyncio.wait_for(running, 20)
+    for result, inv in zip(results, (first, second), strict=True):
+        assert sorted(result.by("event")) == sorted(keys)
+        assert not result.foreign
+        assert {s.event_id for s in result.settled.values()} <= {
+            e["id"] for e in sent[inv.invoke_id]
+        }
