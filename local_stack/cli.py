@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
 
@@ -28,12 +29,20 @@ def _sim(args: argparse.Namespace) -> int:
     except RemoteBindRefused as exc:
         print(f"runbooks sim: {exc}", file=sys.stderr)
         return 2
+    from local_stack.servers import PortTaken, bind
+
+    try:
+        sock = bind(args.host, args.port, "--port")
+    except PortTaken as exc:
+        print(f"runbooks sim: {exc}", file=sys.stderr)
+        return 2
+    port = sock.getsockname()[1]
     settings = zero_delay_settings() if args.zero_boot else Settings()
     settings.time_scale = args.time_scale
     if args.region:
         settings.region = args.region
     cloud = Cloud(settings)
-    print(f"alisim endpoint: {args.host}:{args.port}", flush=True)
+    print(f"alisim endpoint: {args.host}:{port}", flush=True)
     print(f"region: {settings.region}")
     if args.allow_remote:
         # alisim's own fresh key, printed to its own terminal: the only way to hand it over.
@@ -48,11 +57,11 @@ def _sim(args: argparse.Namespace) -> int:
     else:
         print(f"ALIBABA_CLOUD_ACCESS_KEY_ID={DEFAULT_ACCESS_KEY_ID}")
         print(f"ALIBABA_CLOUD_ACCESS_KEY_SECRET={DEFAULT_ACCESS_KEY_SECRET}")
-    print(f"developer API: http://{args.host}:{args.port}/_alisim/health", flush=True)
-    uvicorn.run(
+    print(f"developer API: http://{args.host}:{port}/_alisim/health", flush=True)
+    config = uvicorn.Config(
         create_app(cloud),
         host=args.host,
-        port=args.port,
+        port=port,
         log_level=args.log_level,
         access_log=False,
         timeout_keep_alive=30,
@@ -60,6 +69,7 @@ def _sim(args: argparse.Namespace) -> int:
         proxy_headers=True,
         forwarded_allow_ips=TRUSTED_PROXIES,
     )
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -72,7 +82,35 @@ def _demo(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from local_stack.demo import run_up
 
-    return run_up(time_scale=args.time_scale, enable_triggers=args.enable_triggers)
+    return run_up(
+        time_scale=args.time_scale,
+        enable_triggers=args.enable_triggers,
+        home=args.home,
+        fresh=args.fresh,
+        prefect_port=args.prefect_port,
+        sim_port=args.sim_port,
+        relay_port=args.relay_port,
+    )
+
+
+def _status(args: argparse.Namespace) -> int:
+    from local_stack.status import run_status
+
+    return run_status(args.home)
+
+
+def _port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535; 0 picks a free one)")
+    return number
+
+
+def _home(value: str) -> Path:
+    return Path(value).expanduser()
 
 
 def _positive_int(value: str) -> int:
@@ -107,14 +145,23 @@ def _relay(args: argparse.Namespace) -> int:
             "account it names. Set RUNBOOKS_RELAY_ALLOWED_ACCOUNT_IDS=<your Alibaba Cloud "
             "account id> (`aliyun sts GetCallerIdentity` shows it; comma-separated for several)"
         )
+    from local_stack.servers import PortTaken, bind
+
+    try:
+        sock = bind(args.host, args.port, "--port")
+    except PortTaken as exc:
+        print(f"runbooks relay: {exc}", file=sys.stderr)
+        return 2
+    port = sock.getsockname()[1]
     print(
-        f"relay listening on http://{args.host}:{args.port} -> {settings.prefect_api_url}",
+        f"relay listening on http://{args.host}:{port} -> {settings.prefect_api_url}",
         flush=True,
     )
     # No access log: EventBridge targets carry the token in the query string.
-    uvicorn.run(
-        create_app(settings), host=args.host, port=args.port, access_log=False, log_level="warning"
+    config = uvicorn.Config(
+        create_app(settings), host=args.host, port=port, access_log=False, log_level="warning"
     )
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -192,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("sim", help="run alisim, the local Alibaba Cloud, in the foreground")
     sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=9800)
+    sim.add_argument("--port", type=_port, default=9800, help="0 picks a free port (printed)")
     sim.add_argument("--region", default=None, help="region served (default cn-hangzhou)")
     sim.add_argument(
         "--time-scale",
@@ -212,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     relay = sub.add_parser("relay", help="serve the relay: Alibaba events in, Prefect events out")
     relay.add_argument("--host", default="127.0.0.1")
-    relay.add_argument("--port", type=int, default=9810)
+    relay.add_argument("--port", type=_port, default=9810, help="0 picks a free port (printed)")
     relay.add_argument(
         "--token", default=None, help="shared secret (default: RUNBOOKS_RELAY_TOKEN)"
     )
@@ -276,7 +323,35 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="switch on the event triggers that prefect.yaml leaves disabled",
     )
+    from local_stack.demo import DEFAULT_PREFECT_PORT, DEFAULT_RELAY_PORT, DEFAULT_SIM_PORT
+    from local_stack.home import DEFAULT_HOME, HOME_ENV, default_home
+
+    for flag, default, what in (
+        ("--prefect-port", DEFAULT_PREFECT_PORT, "Prefect's API and UI"),
+        ("--sim-port", DEFAULT_SIM_PORT, "alisim"),
+        ("--relay-port", DEFAULT_RELAY_PORT, "the relay"),
+    ):
+        up.add_argument(
+            flag, type=_port, default=default, help=f"{what} (default {default}; 0: a free port)"
+        )
+    home_help = (
+        f"the stack's kept home: Prefect's database, alisim's data, the relay token, "
+        f"stack.json (default ${HOME_ENV} or {DEFAULT_HOME})"
+    )
+    up.add_argument("--home", type=_home, default=default_home(), help=home_help)
+    up.add_argument(
+        "--fresh",
+        action="store_true",
+        help="forget what earlier starts kept in the home (runs, blocks, deployments, token)",
+    )
     up.set_defaults(func=_up)
+
+    status = sub.add_parser(
+        "status",
+        help="what `runbooks up` runs where, and whether each piece answers its health check",
+    )
+    status.add_argument("--home", type=_home, default=default_home(), help=home_help)
+    status.set_defaults(func=_status)
     return parser
 
 
