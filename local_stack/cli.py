@@ -233,6 +233,66 @@ def _subscribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from pydantic import SecretStr
+
+    from alicloud_runbooks.blocks import AlibabaCloudCredentials
+    from local_stack.doctor import DoctorConfig, run_doctor
+
+    token = args.token or os.environ.get("RUNBOOKS_RELAY_TOKEN")
+    if not token:
+        print("runbooks doctor: pass --token or set RUNBOOKS_RELAY_TOKEN", file=sys.stderr)
+        return 2
+    prefect_api_url = args.prefect_api_url
+    prefect_api_key = None
+    if not prefect_api_url:
+        from prefect.settings import get_current_settings
+
+        api = get_current_settings().api
+        prefect_api_url = api.url
+        prefect_api_key = api.key.get_secret_value() if api.key else None
+    if not prefect_api_url:
+        print(
+            "runbooks doctor: set PREFECT_API_URL (or pass --prefect-api-url): the Prefect "
+            "API the relay writes to",
+            file=sys.stderr,
+        )
+        return 2
+    key_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID") or None
+    secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET") or None
+    security_token = os.environ.get("ALIBABA_CLOUD_SECURITY_TOKEN") or None
+    try:
+        credentials = AlibabaCloudCredentials(
+            access_key_id=key_id,
+            access_key_secret=SecretStr(secret) if secret else None,
+            security_token=SecretStr(security_token) if security_token else None,
+            region_id=args.region,
+            openapi_endpoint=args.endpoint,
+            oss_endpoint=args.endpoint,
+            protocol=args.protocol,
+        )
+    except ValueError as exc:
+        print(f"runbooks doctor: {exc}", file=sys.stderr)
+        return 2
+    config = DoctorConfig(
+        relay_url=args.relay_url,
+        token=SecretStr(token),
+        credentials=credentials,
+        prefect_api_url=prefect_api_url,
+        prefect_api_key=SecretStr(prefect_api_key) if prefect_api_key else None,
+        bus=args.bus,
+        dead_letter_arn=args.dead_letter_arn,
+        output_bucket=args.output_bucket,
+        account_id=args.account_id,
+        image_id=args.image_id,
+        instance_type=args.instance_type,
+        vswitch_id=args.vswitch_id,
+        security_group_id=args.security_group_id,
+        push_timeout=args.push_timeout,
+    )
+    return run_doctor(config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runbooks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -293,6 +353,59 @@ def build_parser() -> argparse.ArgumentParser:
     subs.add_argument("--dead-letter-arn", default=None)
     subs.add_argument("--dry-run", action="store_true", help="print what would be created")
     subs.set_defaults(func=_subscribe)
+
+    from local_stack.doctor import DEFAULT_IMAGE, DEFAULT_INSTANCE_TYPE
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check an account for the runbooks: credentials, region, permissions, the "
+        "EventBridge rules, a test push through the relay into Prefect, the dead-letter queue",
+    )
+    doctor.add_argument(
+        "--relay-url",
+        required=True,
+        type=_target_url,
+        help="the relay's /eventbridge URL, as given to runbooks subscribe --target-url",
+    )
+    doctor.add_argument("--token", default=None, help="default: RUNBOOKS_RELAY_TOKEN")
+    doctor.add_argument(
+        "--region", default=os.environ.get("ALIBABA_CLOUD_REGION_ID", "cn-hangzhou")
+    )
+    doctor.add_argument(
+        "--endpoint",
+        default=None,
+        help="OpenAPI and OSS host:port (alisim: 127.0.0.1:9800); default: the real cloud",
+    )
+    doctor.add_argument("--protocol", default="https", choices=["http", "https"])
+    doctor.add_argument("--bus", default="default")
+    doctor.add_argument(
+        "--dead-letter-arn", default=None, help="the queue the rules must dead-letter to"
+    )
+    doctor.add_argument(
+        "--output-bucket", default=None, help="the runbooks' output_bucket: checks oss:GetObject"
+    )
+    doctor.add_argument(
+        "--prefect-api-url",
+        default=None,
+        help="the Prefect API the relay writes to (default: PREFECT_API_URL / the profile)",
+    )
+    doctor.add_argument(
+        "--account-id",
+        type=_account_id,
+        default=None,
+        help="for the test push when the credentials fail (else from STS)",
+    )
+    doctor.add_argument("--image-id", default=DEFAULT_IMAGE, help="for the RunInstances DryRun")
+    doctor.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE)
+    doctor.add_argument("--vswitch-id", default=None)
+    doctor.add_argument("--security-group-id", default=None)
+    doctor.add_argument(
+        "--push-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the test event in Prefect",
+    )
+    doctor.set_defaults(func=_doctor)
 
     demo = sub.add_parser(
         "demo",
