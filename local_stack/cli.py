@@ -209,7 +209,11 @@ def _subscribe(args: argparse.Namespace) -> int:
             security_token=os.environ.get("ALIBABA_CLOUD_SECURITY_TOKEN"),
             endpoint=Endpoint(openapi=args.endpoint, protocol=args.protocol),
         )
-    dead_letter = args.dead_letter_arn or f"acs:mns:{args.region}::/queues/runbooks-relay-dlq"
+    # The documented form names the account: acs:mns:<region>:<account-id>:/queues/<name>.
+    account = args.account_id or ""
+    dead_letter = (
+        args.dead_letter_arn or f"acs:mns:{args.region}:{account}:/queues/runbooks-relay-dlq"
+    )
     from alibabacloud_tea_openapi.exceptions import AlibabaCloudException
 
     try:
@@ -350,7 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subs.add_argument("--protocol", default="https", choices=["http", "https"])
     subs.add_argument("--bus", default="default")
-    subs.add_argument("--dead-letter-arn", default=None)
+    subs.add_argument(
+        "--dead-letter-arn",
+        default=None,
+        help="the MNS queue for events EventBridge gives up on, acs:mns:<region>:<account-id>:"
+        "/queues/<name> (default: the queue runbooks-relay-dlq of --account-id)",
+    )
     subs.add_argument("--dry-run", action="store_true", help="print what would be created")
     subs.set_defaults(func=_subscribe)
 
