@@ -47,6 +47,18 @@ DOCTOR_EVENT_TYPE = "ecs:RunbooksDoctor:Ping"
 MNS_QUEUE_ARN = re.compile(
     r"^acs:mns:(?P<region>[a-z0-9-]+):(?P<account>\d+):/queues/(?P<queue>[A-Za-z0-9][A-Za-z0-9-]*)$"
 )
+# What the runbooks call (docs/ram/runbooks.json), in the order they are checked.
+PERMISSIONS = (
+    "ecs:RunInstances",
+    "ecs:DeleteInstances",
+    "ecs:DescribeInstances",
+    "ecs:DescribeCloudAssistantStatus",
+    "ecs:RunCommand",
+    "ecs:DescribeInvocations",
+    "ecs:DescribeInvocationResults",
+    "ecs:StopInvocation",
+    "oss:GetObject",
+)
 DEFAULT_IMAGE = "aliyun_3_x64_20G_alibase_20240819.vhd"  # provision-and-run's default
 DEFAULT_INSTANCE_TYPE = "ecs.g7.large"
 
@@ -221,19 +233,8 @@ class Doctor:
         )
 
     def permission_checks(self) -> Iterator[Check]:
-        titles = [
-            "ecs:RunInstances",
-            "ecs:DeleteInstances",
-            "ecs:DescribeInstances",
-            "ecs:DescribeCloudAssistantStatus",
-            "ecs:RunCommand",
-            "ecs:DescribeInvocations",
-            "ecs:DescribeInvocationResults",
-            "ecs:StopInvocation",
-            "oss:GetObject",
-        ]
         if not self.credentials_ok:
-            for title in titles:
+            for title in PERMISSIONS:
                 yield skipped(title, "needs valid credentials")
             return
         client = self.credentials.ecs_client()

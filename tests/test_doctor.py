@@ -182,3 +182,12 @@ def test_a_wrong_region(cloud: LocalStack) -> None:
 
 def _rules() -> list[str]:
     return ["runbooks-cloud-assistant", "runbooks-ecs-instance-state", "runbooks-ros-stack-status"]
+
+
+def test_subscribe_names_the_account_in_its_default_dead_letter_arn(capsys) -> None:
+    from local_stack.cli import main
+
+    args = ["subscribe", "--target-url", "https://r.example.com/eventbridge", "--dry-run"]
+    assert main([*args, "--token", "t" * 24, "--account-id", "1234567890123456"]) == 0
+    out = capsys.readouterr().out
+    assert "dead letters to acs:mns:cn-hangzhou:1234567890123456:/queues/runbooks-relay-dlq" in out
