@@ -1,5 +1,6 @@
 """`runbooks doctor`: is this account set up for the runbooks? One line per check, in order,
-✓ or ✗ (- when a check could not run because an earlier one failed), and the fix under each ✗:
+✓ or ✗ (- when not checked: an earlier check failed, or no bucket was given), and the fix
+under each ✗:
 
 1. credentials: STS GetCallerIdentity (needs no permission) gives the account id;
 2. region: ECS answers for it;
