@@ -53,6 +53,7 @@ class AlibabaCloudError(RuntimeError):
     def __init__(self, doing: str, code: str, message: str, request_id: str | None = None):
         self.doing = doing
         self.code = code
+        self.message = message
         self.request_id = request_id
         advice = _ADVICE.get(code)
         text = f"{doing} failed: {code}: {message}"

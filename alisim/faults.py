@@ -14,6 +14,12 @@ _ERRORS: dict[str, tuple[int, str]] = {
     "Throttling": (400, "Request was denied due to request throttling."),
     "ServiceUnavailable": (503, "The request has failed due to a temporary failure of the server."),
     "InternalError": (500, "The request processing has failed due to some unknown error."),
+    # A RAM user without the permission (ECS's wording).
+    "Forbidden.RAM": (
+        403,
+        "User not authorized to operate on the specified resource, or this API doesn't "
+        "support RAM.",
+    ),
 }
 
 
@@ -22,9 +28,9 @@ class ApiFault(BaseModel):
 
     product: str = "*"
     action: str = "*"
-    error: Literal["Throttling.User", "Throttling", "ServiceUnavailable", "InternalError"] = (
-        "Throttling.User"
-    )
+    error: Literal[
+        "Throttling.User", "Throttling", "ServiceUnavailable", "InternalError", "Forbidden.RAM"
+    ] = "Throttling.User"
     rate: float = Field(default=1.0, ge=0, le=1)
     count: int | None = Field(default=None, ge=1, description="Stop after failing this many.")
     retry_after_ms: int = Field(default=100, ge=0)

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
 
@@ -28,12 +29,20 @@ def _sim(args: argparse.Namespace) -> int:
     except RemoteBindRefused as exc:
         print(f"runbooks sim: {exc}", file=sys.stderr)
         return 2
+    from local_stack.servers import PortTaken, bind
+
+    try:
+        sock = bind(args.host, args.port, "--port")
+    except PortTaken as exc:
+        print(f"runbooks sim: {exc}", file=sys.stderr)
+        return 2
+    port = sock.getsockname()[1]
     settings = zero_delay_settings() if args.zero_boot else Settings()
     settings.time_scale = args.time_scale
     if args.region:
         settings.region = args.region
     cloud = Cloud(settings)
-    print(f"alisim endpoint: {args.host}:{args.port}", flush=True)
+    print(f"alisim endpoint: {args.host}:{port}", flush=True)
     print(f"region: {settings.region}")
     if args.allow_remote:
         # alisim's own fresh key, printed to its own terminal: the only way to hand it over.
@@ -48,11 +57,11 @@ def _sim(args: argparse.Namespace) -> int:
     else:
         print(f"ALIBABA_CLOUD_ACCESS_KEY_ID={DEFAULT_ACCESS_KEY_ID}")
         print(f"ALIBABA_CLOUD_ACCESS_KEY_SECRET={DEFAULT_ACCESS_KEY_SECRET}")
-    print(f"developer API: http://{args.host}:{args.port}/_alisim/health", flush=True)
-    uvicorn.run(
+    print(f"developer API: http://{args.host}:{port}/_alisim/health", flush=True)
+    config = uvicorn.Config(
         create_app(cloud),
         host=args.host,
-        port=args.port,
+        port=port,
         log_level=args.log_level,
         access_log=False,
         timeout_keep_alive=30,
@@ -60,6 +69,7 @@ def _sim(args: argparse.Namespace) -> int:
         proxy_headers=True,
         forwarded_allow_ips=TRUSTED_PROXIES,
     )
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -72,7 +82,35 @@ def _demo(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from local_stack.demo import run_up
 
-    return run_up(time_scale=args.time_scale, enable_triggers=args.enable_triggers)
+    return run_up(
+        time_scale=args.time_scale,
+        enable_triggers=args.enable_triggers,
+        home=args.home,
+        fresh=args.fresh,
+        prefect_port=args.prefect_port,
+        sim_port=args.sim_port,
+        relay_port=args.relay_port,
+    )
+
+
+def _status(args: argparse.Namespace) -> int:
+    from local_stack.status import run_status
+
+    return run_status(args.home)
+
+
+def _port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535; 0 picks a free one)")
+    return number
+
+
+def _home(value: str) -> Path:
+    return Path(value).expanduser()
 
 
 def _positive_int(value: str) -> int:
@@ -107,14 +145,23 @@ def _relay(args: argparse.Namespace) -> int:
             "account it names. Set RUNBOOKS_RELAY_ALLOWED_ACCOUNT_IDS=<your Alibaba Cloud "
             "account id> (`aliyun sts GetCallerIdentity` shows it; comma-separated for several)"
         )
+    from local_stack.servers import PortTaken, bind
+
+    try:
+        sock = bind(args.host, args.port, "--port")
+    except PortTaken as exc:
+        print(f"runbooks relay: {exc}", file=sys.stderr)
+        return 2
+    port = sock.getsockname()[1]
     print(
-        f"relay listening on http://{args.host}:{args.port} -> {settings.prefect_api_url}",
+        f"relay listening on http://{args.host}:{port} -> {settings.prefect_api_url}",
         flush=True,
     )
     # No access log: EventBridge targets carry the token in the query string.
-    uvicorn.run(
-        create_app(settings), host=args.host, port=args.port, access_log=False, log_level="warning"
+    config = uvicorn.Config(
+        create_app(settings), host=args.host, port=port, access_log=False, log_level="warning"
     )
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -162,7 +209,11 @@ def _subscribe(args: argparse.Namespace) -> int:
             security_token=os.environ.get("ALIBABA_CLOUD_SECURITY_TOKEN"),
             endpoint=Endpoint(openapi=args.endpoint, protocol=args.protocol),
         )
-    dead_letter = args.dead_letter_arn or f"acs:mns:{args.region}::/queues/runbooks-relay-dlq"
+    # The documented form names the account: acs:mns:<region>:<account-id>:/queues/<name>.
+    account = args.account_id or ""
+    dead_letter = (
+        args.dead_letter_arn or f"acs:mns:{args.region}:{account}:/queues/runbooks-relay-dlq"
+    )
     from alibabacloud_tea_openapi.exceptions import AlibabaCloudException
 
     try:
@@ -186,13 +237,73 @@ def _subscribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from pydantic import SecretStr
+
+    from alicloud_runbooks.blocks import AlibabaCloudCredentials
+    from local_stack.doctor import DoctorConfig, run_doctor
+
+    token = args.token or os.environ.get("RUNBOOKS_RELAY_TOKEN")
+    if not token:
+        print("runbooks doctor: pass --token or set RUNBOOKS_RELAY_TOKEN", file=sys.stderr)
+        return 2
+    prefect_api_url = args.prefect_api_url
+    prefect_api_key = None
+    if not prefect_api_url:
+        from prefect.settings import get_current_settings
+
+        api = get_current_settings().api
+        prefect_api_url = api.url
+        prefect_api_key = api.key.get_secret_value() if api.key else None
+    if not prefect_api_url:
+        print(
+            "runbooks doctor: set PREFECT_API_URL (or pass --prefect-api-url): the Prefect "
+            "API the relay writes to",
+            file=sys.stderr,
+        )
+        return 2
+    key_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID") or None
+    secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET") or None
+    security_token = os.environ.get("ALIBABA_CLOUD_SECURITY_TOKEN") or None
+    try:
+        credentials = AlibabaCloudCredentials(
+            access_key_id=key_id,
+            access_key_secret=SecretStr(secret) if secret else None,
+            security_token=SecretStr(security_token) if security_token else None,
+            region_id=args.region,
+            openapi_endpoint=args.endpoint,
+            oss_endpoint=args.endpoint,
+            protocol=args.protocol,
+        )
+    except ValueError as exc:
+        print(f"runbooks doctor: {exc}", file=sys.stderr)
+        return 2
+    config = DoctorConfig(
+        relay_url=args.relay_url,
+        token=SecretStr(token),
+        credentials=credentials,
+        prefect_api_url=prefect_api_url,
+        prefect_api_key=SecretStr(prefect_api_key) if prefect_api_key else None,
+        bus=args.bus,
+        dead_letter_arn=args.dead_letter_arn,
+        output_bucket=args.output_bucket,
+        account_id=args.account_id,
+        image_id=args.image_id,
+        instance_type=args.instance_type,
+        vswitch_id=args.vswitch_id,
+        security_group_id=args.security_group_id,
+        push_timeout=args.push_timeout,
+    )
+    return run_doctor(config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runbooks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("sim", help="run alisim, the local Alibaba Cloud, in the foreground")
     sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=9800)
+    sim.add_argument("--port", type=_port, default=9800, help="0 picks a free port (printed)")
     sim.add_argument("--region", default=None, help="region served (default cn-hangzhou)")
     sim.add_argument(
         "--time-scale",
@@ -212,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     relay = sub.add_parser("relay", help="serve the relay: Alibaba events in, Prefect events out")
     relay.add_argument("--host", default="127.0.0.1")
-    relay.add_argument("--port", type=int, default=9810)
+    relay.add_argument("--port", type=_port, default=9810, help="0 picks a free port (printed)")
     relay.add_argument(
         "--token", default=None, help="shared secret (default: RUNBOOKS_RELAY_TOKEN)"
     )
@@ -243,9 +354,67 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subs.add_argument("--protocol", default="https", choices=["http", "https"])
     subs.add_argument("--bus", default="default")
-    subs.add_argument("--dead-letter-arn", default=None)
+    subs.add_argument(
+        "--dead-letter-arn",
+        default=None,
+        help="the MNS queue for events EventBridge gives up on, acs:mns:<region>:<account-id>:"
+        "/queues/<name> (default: the queue runbooks-relay-dlq of --account-id)",
+    )
     subs.add_argument("--dry-run", action="store_true", help="print what would be created")
     subs.set_defaults(func=_subscribe)
+
+    from local_stack.doctor import DEFAULT_IMAGE, DEFAULT_INSTANCE_TYPE
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check an account for the runbooks: credentials, region, permissions, the "
+        "EventBridge rules, a test push through the relay into Prefect, the dead-letter queue",
+    )
+    doctor.add_argument(
+        "--relay-url",
+        required=True,
+        type=_target_url,
+        help="the relay's /eventbridge URL, as given to runbooks subscribe --target-url",
+    )
+    doctor.add_argument("--token", default=None, help="default: RUNBOOKS_RELAY_TOKEN")
+    doctor.add_argument(
+        "--region", default=os.environ.get("ALIBABA_CLOUD_REGION_ID", "cn-hangzhou")
+    )
+    doctor.add_argument(
+        "--endpoint",
+        default=None,
+        help="OpenAPI and OSS host:port (alisim: 127.0.0.1:9800); default: the real cloud",
+    )
+    doctor.add_argument("--protocol", default="https", choices=["http", "https"])
+    doctor.add_argument("--bus", default="default")
+    doctor.add_argument(
+        "--dead-letter-arn", default=None, help="the queue the rules must dead-letter to"
+    )
+    doctor.add_argument(
+        "--output-bucket", default=None, help="the runbooks' output_bucket: checks oss:GetObject"
+    )
+    doctor.add_argument(
+        "--prefect-api-url",
+        default=None,
+        help="the Prefect API the relay writes to (default: PREFECT_API_URL / the profile)",
+    )
+    doctor.add_argument(
+        "--account-id",
+        type=_account_id,
+        default=None,
+        help="for the test push when the credentials fail (else from STS)",
+    )
+    doctor.add_argument("--image-id", default=DEFAULT_IMAGE, help="for the RunInstances DryRun")
+    doctor.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE)
+    doctor.add_argument("--vswitch-id", default=None)
+    doctor.add_argument("--security-group-id", default=None)
+    doctor.add_argument(
+        "--push-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the test event in Prefect",
+    )
+    doctor.set_defaults(func=_doctor)
 
     demo = sub.add_parser(
         "demo",
@@ -276,7 +445,35 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="switch on the event triggers that prefect.yaml leaves disabled",
     )
+    from local_stack.demo import DEFAULT_PREFECT_PORT, DEFAULT_RELAY_PORT, DEFAULT_SIM_PORT
+    from local_stack.home import DEFAULT_HOME, HOME_ENV, default_home
+
+    for flag, default, what in (
+        ("--prefect-port", DEFAULT_PREFECT_PORT, "Prefect's API and UI"),
+        ("--sim-port", DEFAULT_SIM_PORT, "alisim"),
+        ("--relay-port", DEFAULT_RELAY_PORT, "the relay"),
+    ):
+        up.add_argument(
+            flag, type=_port, default=default, help=f"{what} (default {default}; 0: a free port)"
+        )
+    home_help = (
+        f"the stack's kept home: Prefect's database, alisim's data, the relay token, "
+        f"stack.json (default ${HOME_ENV} or {DEFAULT_HOME})"
+    )
+    up.add_argument("--home", type=_home, default=default_home(), help=home_help)
+    up.add_argument(
+        "--fresh",
+        action="store_true",
+        help="forget what earlier starts kept in the home (runs, blocks, deployments, token)",
+    )
     up.set_defaults(func=_up)
+
+    status = sub.add_parser(
+        "status",
+        help="what `runbooks up` runs where, and whether each piece answers its health check",
+    )
+    status.add_argument("--home", type=_home, default=default_home(), help=home_help)
+    status.set_defaults(func=_status)
     return parser
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import statistics
 import sys
@@ -18,9 +19,12 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TextIO
 
 from alicloud_runbooks.report import RunReport
+from local_stack.home import HomeInUse, Piece, StackHome, StackState, default_home, now
+from local_stack.servers import PortTaken, ensure_free
 from local_stack.stack import LocalStack
 
 BUCKET = "runbooks-demo"
@@ -334,7 +338,7 @@ def _demo_run(stack: LocalStack, instances: int, out: TextIO) -> int:
 # -- up ----------------------------------------------------------------------------------
 
 
-def _up_banner(stack: LocalStack, enable_triggers: bool) -> list[str]:
+def _up_banner(stack: LocalStack, enable_triggers: bool, home: StackHome) -> list[str]:
     from alisim.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET
 
     ui = stack.prefect.ui_url  # type: ignore[union-attr]
@@ -355,6 +359,9 @@ def _up_banner(stack: LocalStack, enable_triggers: bool) -> list[str]:
         f"credentials block: alibaba-cloud-credentials/{CREDENTIALS_BLOCK} (saved)",
         f"OSS bucket for outputs: {OUTPUTS_BUCKET}",
         "event triggers: " + ("enabled" if enable_triggers else "as in prefect.yaml (disabled)"),
+        f"home:            {home.path} (kept: Prefect's runs, blocks, automations and "
+        "deployments; --fresh starts clean)",
+        f"status:          runbooks status --home {home.path}",
         "",
         "Run the flows against it:",
         f"  UI:     {ui}/deployments -> provision-and-run or run-command -> Run",
@@ -372,26 +379,82 @@ def _up_banner(stack: LocalStack, enable_triggers: bool) -> list[str]:
     ]
 
 
+DEFAULT_PREFECT_PORT = 4210  # not Prefect's own 4200, so a `prefect server start` can run beside
+DEFAULT_SIM_PORT = 9800  # as `runbooks sim`
+DEFAULT_RELAY_PORT = 9810  # as `runbooks relay`
+
+
+def _state(stack: LocalStack) -> StackState:
+    assert stack.prefect is not None and stack.prefect.proc is not None
+    assert stack.relay is not None
+    me = os.getpid()
+    return StackState(
+        pid=me,
+        started_at=now(),
+        prefect=Piece(
+            pid=stack.prefect.proc.pid,
+            address=stack.prefect.ui_url,
+            health_url=f"{stack.api_url}/health",
+        ),
+        alisim=Piece(pid=me, address=stack.sim_url, health_url=f"{stack.sim_url}/_alisim/health"),
+        relay=Piece(pid=me, address=stack.relay_url, health_url=f"{stack.relay.url}/healthz"),
+    )
+
+
 def run_up(
     time_scale: float = DEFAULT_TIME_SCALE,
     enable_triggers: bool = False,
     out: TextIO | None = None,
+    *,
+    home: Path | None = None,
+    fresh: bool = False,
+    prefect_port: int = DEFAULT_PREFECT_PORT,
+    sim_port: int = DEFAULT_SIM_PORT,
+    relay_port: int = DEFAULT_RELAY_PORT,
 ) -> int:
-    """Start the stack, save the `alisim` credentials block, serve the deployments until
-    Ctrl-C or SIGTERM, then stop everything. 0 on a clean stop."""
+    """Start the stack on fixed ports with a kept home, save the `alisim` credentials block,
+    serve the deployments until Ctrl-C or SIGTERM, then stop everything. 0 on a clean stop,
+    2 when a port is taken or another stack runs on the home."""
     from prefect.exceptions import TerminationSignal
 
     out = out or sys.stdout
+    kept = StackHome(home or default_home())
+    try:
+        kept.ensure_idle()
+        ensure_free(
+            "127.0.0.1",
+            {"--prefect-port": prefect_port, "--sim-port": sim_port, "--relay-port": relay_port},
+        )
+        kept.prepare(fresh=fresh)
+    except (PortTaken, HomeInUse, NotADirectoryError) as exc:
+        print(f"runbooks up: {exc}", file=sys.stderr)
+        return 2
     use_prefect_console_logging()
-    stack = LocalStack(sim_settings=_sim_settings(time_scale))
+    stack = LocalStack(
+        sim_settings=_sim_settings(time_scale),
+        token=kept.token(),
+        prefect_port=prefect_port,
+        sim_port=sim_port,
+        relay_port=relay_port,
+        prefect_home=kept.prefect,
+        sim_data_dir=kept.alisim,
+    )
+    wrote_state = False
+    status = 0
     try:
         with _stop_signals():
-            _start(stack, out)
+            try:
+                _start(stack, out)
+            except RuntimeError as exc:
+                print(f"runbooks up: {exc}", file=sys.stderr)
+                return 1
+            kept.write_state(_state(stack))
+            wrote_state = True
             with stack.prefect_client_settings():
                 credentials = stack.credentials()
                 credentials.save(CREDENTIALS_BLOCK, overwrite=True)
                 credentials.oss_bucket(OUTPUTS_BUCKET).create_bucket()
-                for line in _up_banner(stack, enable_triggers):
+                for line in _up_banner(stack, enable_triggers, kept):
                     print(line, file=out)
                 out.flush()
                 from deployments.serve import serve
@@ -402,10 +465,21 @@ def run_up(
                 warnings.filterwarnings(
                     "ignore", message="coroutine 'Runner.astop' was never awaited"
                 )
-                serve(CREDENTIALS_BLOCK, enable_triggers=enable_triggers)
+                try:
+                    serve(CREDENTIALS_BLOCK, enable_triggers=enable_triggers)
+                except Exception as exc:  # the runner's own errors: one line, not a traceback
+                    print(
+                        f"runbooks up: serving the deployments failed ({type(exc).__name__}: "
+                        f"{exc}); is the Prefect server still up? Its log: "
+                        f"{stack.prefect.log_path}",  # type: ignore[union-attr]
+                        file=sys.stderr,
+                    )
+                    status = 1
     except (KeyboardInterrupt, _Stop, TerminationSignal, SystemExit):
         pass
     finally:
         print("\nShutting down…", file=out, flush=True)
         _stop(stack, out)
-    return 0
+        if wrote_state:
+            kept.clear_state()
+    return status

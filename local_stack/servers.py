@@ -25,6 +25,40 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+class PortTaken(RuntimeError):
+    """A fixed port is in use; the message names the port and the flag that moves it."""
+
+    def __init__(self, host: str, port: int, flag: str) -> None:
+        self.port = port
+        self.flag = flag
+        super().__init__(
+            f"port {port} on {host} is taken ({flag}): stop what listens there (another "
+            f"`runbooks up`? see `runbooks status`) or pass {flag} <another port> "
+            f"({flag} 0 picks a free one)"
+        )
+
+
+def bind(host: str, port: int, flag: str) -> socket.socket:
+    """A listening-ready socket on `host:port` (0: a free port, read it back with
+    `getsockname()`), bound here so the real port is known before the server starts."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise PortTaken(host, port, flag) from None
+    return sock
+
+
+def ensure_free(host: str, ports: dict[str, int | None]) -> None:
+    """Each fixed port (by its flag) can be bound now; `PortTaken` for the first that cannot.
+    Checked before anything starts, so a taken port costs nothing to undo."""
+    for flag, port in ports.items():
+        if port:
+            bind(host, port, flag).close()
+
+
 class ThreadedServer:
     """An ASGI app on uvicorn in its own thread and event loop; stopped by `stop()`."""
 

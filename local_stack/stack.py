@@ -1,5 +1,6 @@
-"""The whole local stack on free ports: a Prefect server, alisim, the relay, and the EventBridge
-rules that connect them (the same code as `runbooks subscribe`). Used by `runbooks demo`,
+"""The whole local stack: a Prefect server, alisim, the relay, and the EventBridge rules that
+connect them (the same code as `runbooks subscribe`). On free ports and in temporary homes
+unless told (`runbooks up` gives fixed ports and a kept home). Used by `runbooks demo`,
 `runbooks up`, the end-to-end tests and the benchmarks."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -20,7 +22,7 @@ from alisim.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Sett
 from alisim.server import AlisimServer
 from local_stack.servers import PrefectServer, ThreadedServer
 
-DEAD_LETTER_ARN = "acs:mns:cn-hangzhou::/queues/runbooks-relay-dlq"
+DEAD_LETTER_QUEUE = "runbooks-relay-dlq"
 
 
 def flush_prefect_clients(timeout: float = 5.0) -> None:
@@ -42,6 +44,11 @@ class LocalStack:
     relay: ThreadedServer | None = None
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     subscribed: list[str] = field(default_factory=list)
+    prefect_port: int | None = None
+    sim_port: int | None = None
+    relay_port: int | None = None
+    prefect_home: Path | None = None
+    sim_data_dir: Path | None = None
     _own_prefect: bool = True
 
     def start(self, prefect: PrefectServer | None = None) -> LocalStack:
@@ -49,14 +56,18 @@ class LocalStack:
             # Each handle is kept before it starts, so stop() reaches a half-started server.
             if prefect is None:
                 self.prefect = PrefectServer(
-                    extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"}
+                    port=self.prefect_port,
+                    home=self.prefect_home,
+                    extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"},
                 )
                 self.prefect.start()
             else:
                 self.prefect, self._own_prefect = prefect, False
-            self.sim = AlisimServer(self.sim_settings)
+            self.sim = AlisimServer(
+                self.sim_settings, port=self.sim_port, data_dir=self.sim_data_dir
+            )
             self.sim.start()
-            self.relay = ThreadedServer(create_app(self.relay_settings()))
+            self.relay = ThreadedServer(create_app(self.relay_settings()), port=self.relay_port)
             self.relay.start()
             self.subscribe()
         except BaseException:
@@ -78,9 +89,15 @@ class LocalStack:
             self.credentials().eventbridge_client(),
             target_url=self.relay_url,
             token=self.token,
-            dead_letter_arn=DEAD_LETTER_ARN,
+            dead_letter_arn=self.dead_letter_arn,
         )
         return self.subscribed
+
+    @property
+    def dead_letter_arn(self) -> str:
+        """An MNS queue ARN in the documented form, with alisim's region and account."""
+        settings = self.sim_settings
+        return f"acs:mns:{settings.region}:{settings.account_id}:/queues/{DEAD_LETTER_QUEUE}"
 
     def stop(self) -> None:
         if self._own_prefect:

@@ -134,9 +134,12 @@ class _Lines:
 
 
 @pytest.fixture
-def runbooks_up() -> Iterator[tuple[subprocess.Popen[str], _Lines]]:
+def runbooks_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], _Lines]]:
+    # A home of its own and free ports: the defaults (~/.runbooks/local, 4210/9800/9810) are
+    # the user's.
+    free = ("--prefect-port", "0", "--sim-port", "0", "--relay-port", "0")
     proc = subprocess.Popen(
-        _runbooks("up", "--time-scale", "0.02"),
+        _runbooks("up", "--time-scale", "0.02", "--home", str(tmp_path / "home"), *free),
         cwd=ROOT,
         env=_env(),
         stdout=subprocess.PIPE,
