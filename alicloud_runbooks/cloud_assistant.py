@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from alicloud_runbooks.errors import call, is_transient
 from alicloud_runbooks.events import names
 from alicloud_runbooks.reconciliation import Answer, RetryPolicy, StragglerPolicy
-from alicloud_runbooks.waiter import EventWait, Owner
+from alicloud_runbooks.waiter import EventWait, Owner, Settlement
 
 RUN_COMMAND_MAX_INSTANCES = 100
 STATUS_MAX_INSTANCES = 50
@@ -261,6 +261,7 @@ def task_completed_wait(
     clock: CommandClock,
     owner: Owner | None = None,
     stragglers: StragglerPolicy | None = None,
+    on_settle: Callable[[Settlement], None] | None = None,
 ) -> EventWait:
     return EventWait(
         name="TaskCompleted",
@@ -275,6 +276,7 @@ def task_completed_wait(
         check=invocation_check(invocations, require_command=True),
         stragglers=stragglers or StragglerPolicy(),
         retry=RECONCILE_RETRY,
+        on_settle=on_settle,
     )
 
 

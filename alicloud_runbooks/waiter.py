@@ -141,6 +141,9 @@ class EventWait:
     """Why an event of a key's resource is not the run's (another invocation), or None."""
     stragglers: StragglerPolicy = field(default_factory=StragglerPolicy)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    on_settle: Callable[[Settlement], None] | None = None
+    """Told of each key as it settles (a fleet run starts the next instance, counts errors,
+    moves its progress); it must not block, and what it raises is logged, not propagated."""
     reread_every: float = 3.0
     subscribe_timeout: float = 5.0
 
@@ -259,6 +262,13 @@ class _Waiting:
         self.last_known.pop(settlement.key, None)
         self.settled[settlement.key] = settlement
         self._wake.set()
+        if self.spec.on_settle is not None:
+            try:
+                self.spec.on_settle(settlement)
+            except Exception as exc:
+                self.log.error(
+                    "%s: on_settle failed for %s: %s", self.spec.name, settlement.key, exc
+                )
 
     # ----- waiting
     def active(self) -> list[str]:
