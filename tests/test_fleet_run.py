@@ -174,10 +174,17 @@ def test_the_run_stops_after_the_batch_that_exceeds_the_error_budget(cloud, pref
     summary = artifact(prefect_server, flow_run_id, "markdown")["data"]
     assert "**Stopped:** the error budget is exceeded after batch 2" in summary
     assert "## Not started (18)" in summary
+    # The progress artifact ends at 100%: every instance is settled or known not to start.
+    progress = artifact(prefect_server, flow_run_id, "progress")
+    assert progress["data"] == 100
+    assert progress["description"].startswith("fleet-run stopped: the error budget is exceeded")
+    assert "8 succeeded, 4 failed, 18 not started, of 30" in progress["description"]
     said = wait_until(
-        lambda: (found := logs(prefect_server, flow_run_id))
-        and any(m.startswith("Stopped: the error budget is exceeded") for m in found)
-        and found,
+        lambda: (
+            (found := logs(prefect_server, flow_run_id))
+            and any(m.startswith("Stopped: the error budget is exceeded") for m in found)
+            and found
+        ),
         timeout=20,
         interval=0.3,
     )
