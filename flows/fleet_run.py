@@ -80,6 +80,8 @@ async def fleet_run(
             chosen = stack_instances(credentials, stack_id)
         else:
             chosen = select_instances(credentials, instance_ids, tags)
+        if not chosen:
+            get_run_logger().warning("No instance to run on: %s is empty", report.targets)
         rows = {i: InstanceReport(instance_id=i, status=NOT_STARTED) for i in chosen}
         report.instances = list(rows.values())
         spec = CommandSpec(

@@ -10,11 +10,10 @@ import asyncio
 import math
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from prefect import apause_flow_run, get_run_logger
 from prefect.events import emit_event
@@ -25,7 +24,7 @@ from pydantic import Field
 
 from alicloud_runbooks import limits
 from alicloud_runbooks.blocks import AlibabaCloudCredentials
-from alicloud_runbooks.cloud_assistant import InvocationRecord
+from alicloud_runbooks.cloud_assistant import RUN_COMMAND_MAX_INSTANCES, InvocationRecord
 from alicloud_runbooks.events import names
 from alicloud_runbooks.progress import Progress
 from alicloud_runbooks.rate_control import Batch, Ledger, Plan, RateControl
@@ -36,6 +35,7 @@ from alicloud_runbooks.report import (
     InstanceReport,
     RunReport,
 )
+from alicloud_runbooks.stream import EventStream
 from alicloud_runbooks.waiter import Owner
 from flows.steps import CommandSpec, command_events, run_and_collect
 
@@ -239,7 +239,9 @@ class Rollout:
             return True
         return batch.canary and any(i in self.ledger.failed for i in batch.instance_ids)
 
-    async def _window(self, batch: Batch, record: BatchReport, width: int, events: Any) -> None:
+    async def _window(
+        self, batch: Batch, record: BatchReport, width: int, events: EventStream
+    ) -> None:
         """Start groups while the window has room; as each result settles the room grows."""
         pending = deque(batch.instance_ids)
         running: set[str] = set()
@@ -260,7 +262,9 @@ class Rollout:
                     # wait out Prefect's Retry-After.
                     room = min(room, self.limit_slots - self.holding)
                 if pending and room > 0 and not self._halt(batch):
-                    group = [pending.popleft() for _ in range(min(room, len(pending)))]
+                    # One RunCommand call per group: if it fails, none of the group started.
+                    size = min(room, len(pending), RUN_COMMAND_MAX_INSTANCES)
+                    group = [pending.popleft() for _ in range(size)]
                     running.update(group)
                     tasks.add(
                         asyncio.create_task(
@@ -287,8 +291,8 @@ class Rollout:
         self,
         group: list[str],
         record: BatchReport,
-        events: Any,
-        settled: Any,
+        events: EventStream,
+        settled: Callable[[str, InvocationRecord], None],
         running: set[str],
         wake: asyncio.Event,
     ) -> None:
