@@ -100,7 +100,7 @@ async def fleet_run(
         try:
             await rollout.run(rate_control.plan(chosen))
         except BaseException as exc:
-            rollout.sync()
+            # The rollout has put every invocation so far into the report.
             stop_unfinished_commands(
                 credentials, report, f"the run is ending ({type(exc).__name__})"
             )

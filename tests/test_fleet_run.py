@@ -419,3 +419,32 @@ def test_an_operator_approves_one_batch_and_stops_the_next(cloud, prefect_server
     rows = table(prefect_server, run_id(state))
     assert [rows[i]["status"] for i in ids] == ["Success"] * 4 + ["NotStarted"] * 2
     assert invoked(cloud, ids) == set(ids[:4])
+
+
+def test_a_fleet_run_that_ends_early_stops_its_commands_and_says_so(cloud, prefect_server) -> None:
+    """The flow's timeout in the middle of a window: the commands still running are stopped,
+    the partial report is published, and the progress says the run ended early."""
+    ids = launch_ready(cloud, 4)
+    short = fleet_run.with_options(timeout_seconds=6)
+    with cloud.prefect_client_settings():
+        state = asyncio.run(
+            short(
+                credentials=cloud.credentials(),
+                script="sleep 60",
+                timeout=120,
+                instance_ids=ids,
+                rate_control={"mode": "concurrency", "concurrency": 2},
+                return_state=True,
+            )
+        )
+    assert state.is_failed() or state.is_crashed()
+    assert calls(cloud, "RunCommand") == 1
+    assert calls(cloud, "StopInvocation") == 1
+    flow_run_id = run_id(state)
+    summary = artifact(prefect_server, flow_run_id, "markdown")["data"]
+    assert "The run ended early" in summary
+    assert "Stopped by the runbook" in summary
+    assert "## Not started (2)" in summary
+    progress = artifact(prefect_server, flow_run_id, "progress")
+    assert progress["data"] == 0
+    assert "ended early" in progress["description"]
