@@ -12,7 +12,11 @@ import logging
 import time
 from uuid import UUID
 
-from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from prefect.artifacts import (
+    acreate_progress_artifact,
+    aupdate_progress_artifact,
+    update_progress_artifact,
+)
 
 
 class Progress:
@@ -92,3 +96,23 @@ class Progress:
             self._ticker = None
         self.note = note
         await self.flush(force=True)
+
+    def abandon(self, note: str) -> None:
+        """The last write of a run that is ending early, made without awaiting: a cancelled
+        flow (its timeout, a cancellation) cancels every await from here on."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        if self.artifact_id is None:
+            return
+        try:
+            update_progress_artifact(
+                self.artifact_id,
+                self.percent,
+                description=note,
+                _sync=True,  # type: ignore[call-arg]
+            )
+        except Exception as exc:
+            self.log.warning("Could not update the progress artifact: %s", exc)
+            return
+        self.writes += 1

@@ -17,6 +17,9 @@ from flows.steps import CommandSpec, RunbookFailed, reporting, stop_unfinished_c
 from tasks.instances import select_instances, stack_instances
 from tasks.reporting import publish_report
 
+DEFAULT_RATE_CONTROL = RateControl()
+"""Batches of 10%, whole batches at once, the first failure stops the run (OOS's MaxErrors 0)."""
+
 
 class RolloutStopped(RunbookFailed):
     """The run stopped before every instance was started (error budget, canary, operator)."""
@@ -46,7 +49,7 @@ async def fleet_run(
     instance_ids: list[str] | None = None,
     tags: dict[str, str] | None = None,
     stack_id: str | None = None,
-    rate_control: RateControl = RateControl(),  # noqa: B008 (a pydantic default, not mutated)
+    rate_control: RateControl = DEFAULT_RATE_CONTROL,
     command_type: str = "RunShellScript",
     parameters: dict[str, str] | None = None,
     timeout: int = 60,

@@ -110,7 +110,8 @@ class Rollout:
             else "",
         )
         self.progress = Progress(plan.total, PROGRESS_KEY, self.log)
-        await self.progress.start(self._note(None, len(plan.batches)))
+        await self.progress.start(self._note("starting"))
+        ended_early: BaseException | None = None
         try:
             for batch in plan.batches:
                 if batch.number > 1:
@@ -121,9 +122,14 @@ class Rollout:
                 self.stopped = self._verdict(batch)
                 if self.stopped:
                     break
+        except BaseException as exc:
+            ended_early = exc
+            raise
         finally:
             self.sync()
-            if self.stopped:
+            if ended_early is not None:
+                self.progress.abandon(self._note(f"ended early: {type(ended_early).__name__}"))
+            elif self.stopped:
                 self.report.stopped_reason = self.stopped
                 self.log.error(
                     "Stopped: %s. %d instances not started: %s",
@@ -132,8 +138,9 @@ class Rollout:
                     ", ".join(self.report.not_started[:20])
                     + (" …" if len(self.report.not_started) > 20 else ""),
                 )
-            self.progress.mark(plan.total)
-            await self.progress.close(self._final_note())
+            if ended_early is None:
+                self.progress.mark(plan.total)
+                await self.progress.close(self._final_note())
             self.report.progress_writes = self.progress.writes
 
     def sync(self) -> None:
@@ -180,7 +187,9 @@ class Rollout:
             width,
         )
         if self.progress:
-            self.progress.mark(self.ledger.done, self._note(batch.number, batches))
+            self.progress.mark(
+                self.ledger.done, self._note(f"batch {batch.number} of {batches} running")
+            )
             await self.progress.flush(force=True)
         before = self.ledger.done
         failed_before = len(self.ledger.failed)
@@ -231,7 +240,9 @@ class Rollout:
             },
         )
         if self.progress:
-            self.progress.mark(self.ledger.done, self._note(batch.number, batches, done=True))
+            self.progress.mark(
+                self.ledger.done, self._note(f"batch {batch.number} of {batches} done")
+            )
             await self.progress.flush(force=True)
 
     def _halt(self, batch: Batch) -> bool:
@@ -427,15 +438,10 @@ class Rollout:
             "runbooks.batch.canary": str(batch.canary).lower(),
         }
 
-    def _note(self, number: int | None, batches: int, done: bool = False) -> str:
-        where = (
-            "starting"
-            if number is None
-            else f"batch {number} of {batches} {'done' if done else 'running'}"
-        )
+    def _note(self, where: str = "") -> str:
         return (
             f"fleet-run: {self.ledger.done} of {self.ledger.total} instances done, "
-            f"{len(self.ledger.failed)} failed ({where})"
+            f"{len(self.ledger.failed)} failed" + (f" ({where})" if where else "")
         )
 
     def _final_note(self) -> str:
