@@ -401,8 +401,8 @@ class Rollout:
         timeout = self.control.approval_timeout
         self.log.warning(
             "Batch %d done (%d of %d instances, %d failed): waiting up to %.0fs for approval to "
-            "start batch %d. Resume the run in the UI (or `prefect flow-run resume`) with "
-            "proceed=true to go on, false to stop",
+            "start batch %d. Resume the run in the UI (or POST /api/flow_runs/<id>/resume with "
+            "run_input) with proceed=true to go on, false to stop",
             done.number,
             self.ledger.done,
             self.ledger.total,
