@@ -21,7 +21,7 @@ from alicloud_runbooks.errors import call, is_transient
 from alicloud_runbooks.events import names
 from alicloud_runbooks.reconciliation import Answer, RetryPolicy, StragglerPolicy
 from alicloud_runbooks.times import parse_time
-from alicloud_runbooks.waiter import EventWait, Owner
+from alicloud_runbooks.waiter import EventWait, Owner, Settlement
 
 RUN_COMMAND_MAX_INSTANCES = 100
 STATUS_MAX_INSTANCES = 50
@@ -252,6 +252,7 @@ def task_completed_wait(
     clock: CommandClock,
     owner: Owner | None = None,
     stragglers: StragglerPolicy | None = None,
+    on_settle: Callable[[Settlement], None] | None = None,
 ) -> EventWait:
     return EventWait(
         name="TaskCompleted",
@@ -266,6 +267,7 @@ def task_completed_wait(
         check=invocation_check(invocations, require_command=True),
         stragglers=stragglers or StragglerPolicy(),
         retry=RECONCILE_RETRY,
+        on_settle=on_settle,
     )
 
 

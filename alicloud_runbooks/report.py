@@ -182,3 +182,128 @@ class RunReport(BaseModel):
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+NOT_STARTED = "NotStarted"
+"""The status of an instance a fleet run never started (the run stopped before its batch)."""
+START_FAILED = "StartFailed"
+"""The status of an instance whose RunCommand call failed, so its command never ran."""
+
+
+class BatchReport(BaseModel):
+    """One batch of a fleet run: what ran, how it ended, and when (for the figures)."""
+
+    number: int
+    instances: int
+    width: int = Field(description="instances of the batch allowed to run at once")
+    canary: bool = False
+    started_at: datetime | None = None
+    first_command_at: datetime | None = Field(default=None, description="its first RunCommand call")
+    last_result_at: datetime | None = Field(
+        default=None, description="when its last instance's final status was counted"
+    )
+    finished_at: datetime | None = None
+    invoke_ids: list[str] = Field(default_factory=list)
+    succeeded: int = 0
+    failed: int = 0
+    by_event: int = 0
+    by_reconciliation: int = 0
+    reconciliation_rounds: int = 0
+
+    @property
+    def run_command_calls(self) -> int:
+        return len(self.invoke_ids)
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+class FleetReport(RunReport):
+    """A fleet run: the per-instance report, plus its batches, error budget and why it
+    stopped early, if it did."""
+
+    targets: str = ""
+    rate_control: dict[str, object] = Field(default_factory=dict)
+    error_budget: int = 0
+    concurrency_limit: str | None = Field(
+        default=None, description="the global concurrency limit the run shared, if any"
+    )
+    concurrency_limit_slots: int | None = None
+    batches: list[BatchReport] = Field(default_factory=list)
+    stopped_reason: str | None = Field(
+        default=None, description="why the run started no further instances, if it stopped"
+    )
+    progress_writes: int = 0
+
+    @property
+    def not_started(self) -> list[str]:
+        return [i.instance_id for i in self.instances if i.status == NOT_STARTED]
+
+    @property
+    def errors(self) -> list[InstanceReport]:
+        """Instances that ran, or were meant to, and failed (not those never started)."""
+        return [i for i in self.instances if not i.succeeded and i.status != NOT_STARTED]
+
+    def markdown(self) -> str:
+        total = len(self.instances)
+        ok = total - len(self.failed)
+        lines = [
+            f"# {self.flow}: {ok} of {total} instance{'' if total == 1 else 's'} succeeded",
+            "",
+            f"Targets: {self.targets}. Error budget: {self.error_budget} "
+            f"(max_errors {self.rate_control.get('max_errors')!r}); "
+            f"{len(self.errors)} failed, {len(self.not_started)} not started.",
+            "",
+        ]
+        if self.concurrency_limit:
+            lines += [
+                f"Shared global concurrency limit `{self.concurrency_limit}`: "
+                f"{self.concurrency_limit_slots} instances at once across runs.",
+                "",
+            ]
+        if self.stopped_reason:
+            lines += [f"**Stopped:** {self.stopped_reason}", ""]
+        if self.error:
+            lines += [f"**The run ended early:** {self.error}", ""]
+        lines += [
+            "| batch | instances | at once | succeeded | failed | RunCommand calls | "
+            "by event | by reconciliation | seconds |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for b in self.batches:
+            seconds = "-" if b.seconds is None else f"{b.seconds:.2f}"
+            lines.append(
+                f"| {b.number}{' (canary)' if b.canary else ''} | {b.instances} | {b.width} | "
+                f"{b.succeeded} | {b.failed} | {b.run_command_calls} | {b.by_event} | "
+                f"{b.by_reconciliation} | {seconds} |"
+            )
+        if self.stopped:
+            lines += [
+                "",
+                f"Stopped by the runbook (StopInvocation, no final status in time): "
+                f"{', '.join(f'`{i}`' for i in self.stopped[:50])}"
+                f"{' …' if len(self.stopped) > 50 else ''}.",
+            ]
+        if self.errors:
+            lines += ["", "## Failed", ""]
+            lines += [
+                f"- `{i.instance_id}`: {i.status}"
+                + (f", exit code {i.exit_code}" if i.exit_code is not None else "")
+                + (f": {i.error}" if i.error else "")
+                for i in self.errors[:100]
+            ]
+            if len(self.errors) > 100:
+                lines.append(f"- … and {len(self.errors) - 100} more (see the table artifact)")
+        if self.not_started:
+            shown = ", ".join(f"`{i}`" for i in self.not_started[:50])
+            more = len(self.not_started) - 50
+            lines += [
+                "",
+                f"## Not started ({len(self.not_started)})",
+                "",
+                shown + (f" and {more} more" if more > 0 else "") + ".",
+            ]
+        return "\n".join(lines)

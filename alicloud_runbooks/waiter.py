@@ -153,6 +153,9 @@ class EventWait:
     invocation's): ignored, counted, logged as suspicious. None when it is fine."""
     stragglers: StragglerPolicy = field(default_factory=StragglerPolicy)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    on_settle: Callable[[Settlement], None] | None = None
+    """Told of each key as it settles (a fleet run starts the next instance, counts errors,
+    moves its progress); it must not block, and what it raises is logged, not propagated."""
     reread_every: float = 3.0
     subscribe_timeout: float = 5.0
 
@@ -269,6 +272,13 @@ class _Waiting:
         self.last_known.pop(settlement.key, None)
         self.settled[settlement.key] = settlement
         self._wake.set()
+        if self.spec.on_settle is not None:
+            try:
+                self.spec.on_settle(settlement)
+            except Exception as exc:
+                self.log.error(
+                    "%s: on_settle failed for %s: %s", self.spec.name, settlement.key, exc
+                )
 
     # ----- waiting
     def active(self) -> list[str]:

@@ -4,8 +4,8 @@ report, which is published whatever happens."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import datetime
 from typing import Literal
 
@@ -83,15 +83,35 @@ async def run_and_collect(
     instance_ids: Sequence[str],
     spec: CommandSpec,
     owner: Owner,
+    events: EventStream | None = None,
+    on_result: Callable[[str, InvocationRecord], None] | None = None,
+    while_running: AbstractAsyncContextManager[None] | None = None,
 ) -> None:
+    """`events`: a stream already open on these instances (a fleet batch shares one across
+    its groups). `on_result` hears of each final status as it settles. `while_running` is
+    entered before RunCommand and left once every result is in, before the outputs are
+    collected (a fleet run holds its global concurrency slots so)."""
+    if events is not None:
+        await _run_and_wait(
+            credentials, report, rows, instance_ids, spec, events, owner, on_result, while_running
+        )
+        return
     # Subscribed before RunCommand, so no result slips between the call and the wait; only
     # these instances' events, not every command's in the account.
-    async with EventStream(
+    async with command_events(instance_ids) as events:
+        await _run_and_wait(
+            credentials, report, rows, instance_ids, spec, events, owner, on_result, while_running
+        )
+
+
+def command_events(instance_ids: Sequence[str]) -> EventStream:
+    """The TaskCompleted and OutputDelivered events of these instances, to open before
+    RunCommand."""
+    return EventStream(
         [names.TASK_COMPLETED, names.OUTPUT_DELIVERED],
         get_run_logger(),
         resource_ids=[names.instance_resource(i) for i in instance_ids],
-    ) as events:
-        await _run_and_wait(credentials, report, rows, instance_ids, spec, events, owner)
+    )
 
 
 async def _run_and_wait(
@@ -102,43 +122,13 @@ async def _run_and_wait(
     spec: CommandSpec,
     events: EventStream,
     owner: Owner,
+    on_result: Callable[[str, InvocationRecord], None] | None = None,
+    while_running: AbstractAsyncContextManager[None] | None = None,
 ) -> None:
-    invocations = commands.run_command(
-        credentials,
-        instance_ids,
-        spec.script,
-        name=spec.name,
-        command_type=spec.command_type,
-        parameters=spec.parameters,
-        timeout=spec.timeout,
-        output_bucket=spec.output_bucket,
-        output_prefix=spec.output_prefix,
-    )
-    report.command = spec.name
-    report.invocations = list(invocations)
-    report.invoke_ids = [i.invoke_id for i in invocations]
-    for invocation in invocations:
-        for instance_id in invocation.instance_ids:
-            rows[instance_id].invoke_id = invocation.invoke_id
-            rows[instance_id].status = "Unknown"
-    results = await waits.wait_for_results(
-        credentials, invocations, spec.clock, stream=events, owner=owner
-    )
-    report.waits.append(WaitSummary.of(results.wait))
-    records = dict(results.records)
-    for instance_id, settled in results.wait.settled.items():
-        rows[instance_id].settled_by["result"] = settled.by
-    for instance_id, error in results.errors.items():
-        rows[instance_id].error = error
-    if results.unfinished:
-        stopped = await _stop_and_settle(
-            credentials, report, invocations, results.unfinished, spec, events, owner
+    async with while_running or nullcontext():
+        invocations, records = await _run_to_results(
+            credentials, report, rows, instance_ids, spec, events, owner, on_result
         )
-        records.update(stopped)
-        for instance_id in report.stopped:
-            rows[instance_id].error = f"stopped by the runbook: {rows[instance_id].error}"
-    for instance_id, record in records.items():
-        _apply(rows[instance_id], record)
     deliverable = {
         k: r for k, r in records.items() if r.final and r.status not in NO_OUTPUT_STATUSES
     }
@@ -165,6 +155,56 @@ async def _run_and_wait(
             row.output, row.output_source = output.text, output.source
             if output.error and row.error is None and row.status == "Success":
                 get_run_logger().warning("%s: %s", instance_id, output.error)
+
+
+async def _run_to_results(
+    credentials: AlibabaCloudCredentials,
+    report: RunReport,
+    rows: dict[str, InstanceReport],
+    instance_ids: Sequence[str],
+    spec: CommandSpec,
+    events: EventStream,
+    owner: Owner,
+    on_result: Callable[[str, InvocationRecord], None] | None,
+) -> tuple[list[Invocation], dict[str, InvocationRecord]]:
+    """RunCommand, the TaskCompleted wait, and StopInvocation for what never finished."""
+    invocations = commands.run_command(
+        credentials,
+        instance_ids,
+        spec.script,
+        name=spec.name,
+        command_type=spec.command_type,
+        parameters=spec.parameters,
+        timeout=spec.timeout,
+        output_bucket=spec.output_bucket,
+        output_prefix=spec.output_prefix,
+    )
+    report.command = spec.name
+    report.invocations = list(invocations)
+    report.invoke_ids = [i.invoke_id for i in invocations]
+    for invocation in invocations:
+        for instance_id in invocation.instance_ids:
+            rows[instance_id].invoke_id = invocation.invoke_id
+            rows[instance_id].status = "Unknown"
+    results = await waits.wait_for_results(
+        credentials, invocations, spec.clock, stream=events, owner=owner, on_result=on_result
+    )
+    report.waits.append(WaitSummary.of(results.wait))
+    records = dict(results.records)
+    for instance_id, settled in results.wait.settled.items():
+        rows[instance_id].settled_by["result"] = settled.by
+    for instance_id, error in results.errors.items():
+        rows[instance_id].error = error
+    if results.unfinished:
+        stopped = await _stop_and_settle(
+            credentials, report, invocations, results.unfinished, spec, events, owner
+        )
+        records.update(stopped)
+        for instance_id in report.stopped:
+            rows[instance_id].error = f"stopped by the runbook: {rows[instance_id].error}"
+    for instance_id, record in records.items():
+        _apply(rows[instance_id], record)
+    return list(invocations), records
 
 
 async def _stop_and_settle(

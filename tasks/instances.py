@@ -1,12 +1,16 @@
-"""Batch tasks around ECS instances: launch (idempotent per flow run), select, delete."""
+"""Batch tasks around ECS instances: launch (idempotent per flow run), select (by ids, tags
+or a ROS stack), delete."""
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from alibabacloud_ecs20140526 import models as ecs
+from alibabacloud_ros20190910 import models as ros
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 from pydantic import BaseModel
@@ -105,6 +109,71 @@ def select_instances(
         if not token:
             break
     get_run_logger().info("Selected %d running instances tagged %s", len(found), tags)
+    return found
+
+
+STACK_INSTANCE = "ALIYUN::ECS::Instance"
+STACK_INSTANCE_GROUP = "ALIYUN::ECS::InstanceGroup"
+
+
+def group_instance_ids(attributes: Sequence[Mapping[str, Any]] | None) -> list[str]:
+    """The `InstanceIds` attribute of an InstanceGroup, from GetStackResource's
+    `ResourceAttributes` (elements `{Key, Value}`; the value a list, or a JSON list as text)."""
+    for attribute in attributes or []:
+        if attribute.get("Key") != "InstanceIds":
+            continue
+        value = attribute.get("Value")
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            return [str(v) for v in value]
+    return []
+
+
+@task(name="stack-instances")
+def stack_instances(credentials: AlibabaCloudCredentials, stack_id: str) -> list[str]:
+    """The ECS instances of a ROS stack: ListStackResources (one call, the API does not page),
+    each `ALIYUN::ECS::Instance`'s physical id, and each `ALIYUN::ECS::InstanceGroup`'s
+    `InstanceIds` attribute (GetStackResource: a group's own physical id is not an instance
+    id). Resources deleted or never created are left out."""
+    client = credentials.ros_client()
+    region = credentials.region_id
+    body = call(
+        "ListStackResources",
+        lambda: (
+            client.list_stack_resources(
+                ros.ListStackResourcesRequest(region_id=region, stack_id=stack_id)
+            ).body
+        ),
+    )
+    found: list[str] = []
+    for resource in body.resources or []:
+        if (resource.status or "").startswith("DELETE_") or resource.status == "INIT_COMPLETE":
+            continue
+        if resource.resource_type == STACK_INSTANCE and resource.physical_resource_id:
+            found.append(resource.physical_resource_id)
+        elif resource.resource_type == STACK_INSTANCE_GROUP:
+            logical_id = resource.logical_resource_id
+            detail = call(
+                "GetStackResource",
+                lambda r=logical_id: (
+                    client.get_stack_resource(
+                        ros.GetStackResourceRequest(
+                            region_id=region,
+                            stack_id=stack_id,
+                            logical_resource_id=r,
+                            show_resource_attributes=True,
+                            resource_attributes=["InstanceIds"],
+                        )
+                    ).body
+                ),
+            )
+            found += group_instance_ids(detail.resource_attributes)
+    found = list(dict.fromkeys(found))
+    get_run_logger().info("Stack %s has %d ECS instances", stack_id, len(found))
     return found
 
 

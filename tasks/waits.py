@@ -5,7 +5,7 @@ rules: `alicloud_runbooks.reconciliation`)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +20,7 @@ from alicloud_runbooks.cloud_assistant import CommandClock, Invocation, Invocati
 from alicloud_runbooks.events import names
 from alicloud_runbooks.reconciliation import Answer
 from alicloud_runbooks.stream import EventStream
-from alicloud_runbooks.waiter import EventWait, Owner, WaitResult, wait_for_events
+from alicloud_runbooks.waiter import EventWait, Owner, Settlement, WaitResult, wait_for_events
 
 # Events are read back from the store this far before the action that caused them: instance
 # and invocation ids are unique, and a retried flow run finds its first attempt's events.
@@ -183,6 +183,12 @@ class Results(BaseModel):
     errors: dict[str, str]
 
 
+def _record(settled: Settlement) -> InvocationRecord:
+    if settled.by == "event":
+        return InvocationRecord.from_event(settled.data)
+    return InvocationRecord.model_validate(settled.data)
+
+
 def _by_invocation(invocations: Sequence[Invocation]) -> tuple[list[str], list[str], datetime]:
     instance_ids = [i for inv in invocations for i in inv.instance_ids]
     invoke_ids = [inv.invoke_id for inv in invocations]
@@ -198,17 +204,25 @@ async def wait_for_results(
     stream: EventStream | None = None,
     owner: Owner | None = None,
     name: str = "TaskCompleted",
+    on_result: Callable[[str, InvocationRecord], None] | None = None,
 ) -> Results:
     """TaskCompleted per instance; DescribeInvocations for the stragglers and what the deadline
     leaves. Only final statuses count: a command still running keeps its key open until it
-    can no longer be (`clock.limit`), and is then listed in `unfinished`."""
+    can no longer be (`clock.limit`), and is then listed in `unfinished`. `on_result` hears
+    of each final status as it settles, before the wait ends."""
     client = credentials.ecs_client()
     instance_ids, invoke_ids, started = _by_invocation(invocations)
 
     async def reconcile(ids: list[str]) -> dict[str, Answer]:
         return await ca.reconcile_results(client, credentials.region_id, invocations, clock, ids)
 
-    spec = ca.task_completed_wait(invocations, _since(started), clock, owner)
+    def settled_now(settlement: Settlement) -> None:
+        if on_result is not None:
+            on_result(settlement.key, _record(settlement))
+
+    spec = ca.task_completed_wait(
+        invocations, _since(started), clock, owner, on_settle=settled_now if on_result else None
+    )
     spec.name = name
     result = await _wait(spec, reconcile, stream, invoke_ids)
     records: dict[str, InvocationRecord] = {}
@@ -217,11 +231,7 @@ async def wait_for_results(
     for instance_id in instance_ids:
         settled = result.settled.get(instance_id)
         if settled is not None:
-            records[instance_id] = (
-                InvocationRecord.from_event(settled.data)
-                if settled.by == "event"
-                else InvocationRecord.model_validate(settled.data)
-            )
+            records[instance_id] = _record(settled)
             continue
         unfinished.append(instance_id)
         known = result.last_known.get(instance_id)

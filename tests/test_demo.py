@@ -190,6 +190,10 @@ def test_up_serves_the_runbooks_until_sigint(runbooks_up) -> None:
 
         provision = wait_until(lambda: deployment("provision-and-run"), timeout=60, interval=0.2)
         assert wait_until(lambda: deployment("run-command"), timeout=60, interval=0.2)
+        fleet = wait_until(lambda: deployment("fleet-run"), timeout=60, interval=0.2)
+        assert [(s["schedule"]["cron"], s["active"]) for s in fleet["schedules"]] == [
+            ("0 2 * * *", False)
+        ]
 
         # A run of the served deployment: the runner starts it, the block reference resolves.
         # Prefect's own client, which retries the 503 a busy SQLite server sometimes answers.

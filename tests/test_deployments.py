@@ -33,20 +33,25 @@ from tests import samples
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-FLOW_NAMES = {"provision-and-run": "provision-and-run", "run-command": "run-command"}
+FLOW_NAMES = {
+    "provision-and-run": "provision-and-run",
+    "run-command": "run-command",
+    "fleet-run": "fleet-run",
+}
 
 
 def project() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "prefect.yaml").read_text())
 
 
-def test_prefect_yaml_names_both_runbooks() -> None:
+def test_prefect_yaml_names_the_runbooks() -> None:
     deployments = {d["name"]: d for d in project()["deployments"]}
     assert set(deployments) == set(FLOW_NAMES)
     assert deployments["provision-and-run"]["entrypoint"] == (
         "flows/provision_and_run.py:provision_and_run"
     )
     assert deployments["run-command"]["entrypoint"] == "flows/run_command.py:run_command"
+    assert deployments["fleet-run"]["entrypoint"] == "flows/fleet_run.py:fleet_run"
     for spec in deployments.values():
         assert spec["parameters"]["credentials_block"] == "alisim"
         assert spec["work_pool"]["name"] == "runbooks"
@@ -90,6 +95,11 @@ def test_schedules_convert() -> None:
     assert schedule.active is False
     assert schedule.parameters["count"] == 1
     assert serve.schedule_of({"interval": 600}).interval.total_seconds() == 600
+    fleet = next(d for d in project()["deployments"] if d["name"] == "fleet-run")
+    (nightly,) = [serve.schedule_of(s) for s in fleet["schedules"]]
+    assert (nightly.cron, nightly.active) == ("0 2 * * *", False)
+    assert nightly.parameters["tags"] == {"env": "staging"}
+    assert nightly.parameters["rate_control"]["max_errors"] == "2%"
 
 
 # -- against the session's Prefect server ---------------------------------------------------
@@ -171,6 +181,23 @@ def test_served_deployments_are_created(prefect_server, clean_deployments) -> No
     ):
         created = client.create_flow_run_from_deployment(provision["id"], parameters={"count": 1})
     assert created.parameters["credentials_block"] == "alisim"
+    # The nightly fleet patch: inactive, and its parameters (rate control included) pass the
+    # server's check against the flow's schema, as the scheduler's runs would.
+    fleet = _deployment(api, "fleet-run")
+    (nightly,) = fleet["schedules"]
+    assert (nightly["schedule"]["cron"], nightly["active"]) == ("0 2 * * *", False)
+    assert nightly["parameters"]["rate_control"]["batch_size"] == "10%"
+    with (
+        temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        run = client.create_flow_run_from_deployment(fleet["id"], parameters=nightly["parameters"])
+        assert run.parameters["rate_control"]["canary"] == 1
+        with pytest.raises(Exception, match="batch_size"):
+            client.create_flow_run_from_deployment(
+                fleet["id"],
+                parameters={**nightly["parameters"], "rate_control": {"batch_size": "ten"}},
+            )
 
 
 def test_first_heartbeat_trigger_starts_run_command_on_that_instance(
