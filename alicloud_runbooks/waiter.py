@@ -83,6 +83,10 @@ class WaitResult(BaseModel):
     finished_at: datetime
     settled: dict[str, Settlement]
     unsettled: list[str]
+    pending: list[str] = []
+    """Keys still being waited for when a holding wait returned (a durable wait suspends the
+    run for them); empty when the wait ran to the end."""
+    next_deadline: datetime | None = None
     last_known: dict[str, dict[str, Any]] = {}
     """For unsettled keys, the last non-final answer of the API (a command still Running)."""
     reconcile_error: str | None = None
@@ -153,6 +157,11 @@ class EventWait:
     invocation's): ignored, counted, logged as suspicious. None when it is fine."""
     stragglers: StragglerPolicy = field(default_factory=StragglerPolicy)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    origin: datetime | None = None
+    """When the action happened: deadlines run from it (default: when the wait starts)."""
+    hold: float | None = None
+    """Return after this many seconds even with keys open (`WaitResult.pending`), so a
+    durable wait can suspend the run instead of holding its process."""
     on_settle: Callable[[Settlement], None] | None = None
     """Told of each key as it settles (a fleet run starts the next instance, counts errors,
     moves its progress); it must not block, and what it raises is logged, not propagated."""
@@ -205,7 +214,12 @@ class _Waiting:
         self.log = log
         self.loop = asyncio.get_running_loop()
         self.started = datetime.now(UTC)
+        # Deadlines run from the action (RunCommand), which may lie far back for a run resumed
+        # after a suspend; holding (a durable wait) runs from now.
         start = self.loop.time()
+        if spec.origin is not None:
+            start -= max(0.0, (self.started - spec.origin).total_seconds())
+        self.hold_until = self.loop.time() + spec.hold if spec.hold is not None else math.inf
         self.limit_at = start + max(spec.limit or spec.timeout, spec.timeout)
         self.open: set[str] = set(spec.keys)
         self.deadline = dict.fromkeys(self.open, start + spec.timeout)
@@ -457,8 +471,19 @@ class _Waiting:
                 await self.read_store()
                 next_read = self.loop.time() + self.spec.reread_every
                 continue
-            wake_at = min(next_read, straggler_at, *(self.deadline[k] for k in active))
+            if now >= self.hold_until:
+                return  # a durable wait: the keys still open are for a resumed run
+            wake_at = min(
+                next_read, straggler_at, self.hold_until, *(self.deadline[k] for k in active)
+            )
             await self.pause(wake_at - now)
+
+    def next_deadline(self) -> datetime | None:
+        active = self.active()
+        if not active:
+            return None
+        seconds = min(self.deadline[k] for k in active) - self.loop.time()
+        return datetime.now(UTC) + timedelta(seconds=max(0.0, seconds))
 
     def result(self, stream: EventStream) -> WaitResult:
         return WaitResult(
@@ -467,6 +492,8 @@ class _Waiting:
             finished_at=datetime.now(UTC),
             settled=self.settled,
             unsettled=sorted(self.open),
+            pending=sorted(self.active()),
+            next_deadline=self.next_deadline(),
             last_known={k: v for k, v in self.last_known.items() if k in self.open},
             reconcile_error=self.reconcile_error,
             live_events=self.live,

@@ -98,6 +98,9 @@ async def fleet_run(
             result_grace=result_grace,
             start_timeout=start_timeout,
             delivery_timeout=delivery_timeout,
+            # Its groups wait side by side: suspending the run from one would cut the others
+            # short, so a fleet run waits in process (its batches keep each wait short).
+            suspend_after=None,
         )
         rollout = Rollout(credentials, spec, rate_control, owner, report, rows)
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
+from prefect.exceptions import Pause
 
 from alicloud_runbooks.blocks import AlibabaCloudCredentials, resolve_credentials
 from alicloud_runbooks.events import names
@@ -44,6 +45,7 @@ async def provision_and_run(
     result_grace: float = 30,
     start_timeout: float = 300,
     delivery_timeout: float = 60,
+    suspend_after: float | None = 300,
     tags: dict[str, str] | None = None,
     name: str = "provision-and-run",
     credentials: AlibabaCloudCredentials | None = None,
@@ -54,9 +56,10 @@ async def provision_and_run(
     Deadlines: `heartbeat_timeout` from launch; a command may wait `start_timeout` to start
     and then has its `timeout` plus `result_grace`; `delivery_timeout` for the OSS output.
     Lost events are recovered early by batched reconciliation of the stragglers; a command
-    with no final status in the end is stopped, never left running unseen.
-    Credentials: `credentials`, else the saved block named `credentials_block`, else the
-    environment and the default chain.
+    with no final status in the end is stopped, never left running unseen. A deployed run
+    whose results are still awaited after `suspend_after` seconds suspends (no process held)
+    and is resumed by the events or at the deadline. Credentials: `credentials`, else the
+    saved block named `credentials_block`, else the environment and the default chain.
 
     Example: `asyncio.run(provision_and_run(count=3, script="uptime"))`"""
     credentials = await resolve_credentials(credentials, credentials_block)
@@ -73,6 +76,7 @@ async def provision_and_run(
         result_grace=result_grace,
         start_timeout=start_timeout,
         delivery_timeout=delivery_timeout,
+        suspend_after=suspend_after,
     )
     # Subscribed before launching, so no heartbeat slips between the call and the wait.
     async with (
@@ -107,6 +111,8 @@ async def provision_and_run(
                 await run_and_collect(credentials, report, rows, heartbeats.ready, command, owner)
             else:
                 get_run_logger().error("No instance became ready; the command was not run")
+        except Pause:
+            raise  # a durable wait suspended the run: it resumes here, nothing to clean up
         except BaseException as exc:
             if will_retry():
                 get_run_logger().warning(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from prefect import flow
+from prefect.exceptions import Pause
 
 from alicloud_runbooks.blocks import AlibabaCloudCredentials, resolve_credentials
 from alicloud_runbooks.report import InstanceReport, RunReport
@@ -35,6 +36,7 @@ async def run_command(
     result_grace: float = 30,
     start_timeout: float = 300,
     delivery_timeout: float = 60,
+    suspend_after: float | None = 300,
     name: str = "run-command",
     credentials: AlibabaCloudCredentials | None = None,
     credentials_block: str | None = None,
@@ -63,9 +65,12 @@ async def run_command(
                 result_grace=result_grace,
                 start_timeout=start_timeout,
                 delivery_timeout=delivery_timeout,
+                suspend_after=suspend_after,
             )
             try:
                 await run_and_collect(credentials, report, rows, chosen, command, owner)
+            except Pause:
+                raise  # a durable wait suspended the run
             except BaseException as exc:
                 stop_unfinished_commands(
                     credentials, report, f"the run is ending ({type(exc).__name__})"

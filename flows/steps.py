@@ -4,15 +4,18 @@ report, which is published whatever happens."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from prefect import get_run_logger
 from prefect.context import FlowRunContext
+from prefect.exceptions import Pause
+from prefect.flow_runs import asuspend_flow_run
 from pydantic import BaseModel
 
+from alicloud_runbooks import durable
 from alicloud_runbooks.blocks import AlibabaCloudCredentials
 from alicloud_runbooks.cloud_assistant import (
     FINAL_INVOCATION_STATUSES,
@@ -68,6 +71,9 @@ class CommandSpec(BaseModel):
     start_timeout: float = 300
     delivery_timeout: float = 60
     stop_timeout: float = 30
+    suspend_after: float | None = 300
+    """A result wait still open after this many seconds suspends the run (deployed runs only):
+    an hour-long command holds no process. None: always wait in process."""
 
     @property
     def clock(self) -> CommandClock:
@@ -186,9 +192,7 @@ async def _run_to_results(
         for instance_id in invocation.instance_ids:
             rows[instance_id].invoke_id = invocation.invoke_id
             rows[instance_id].status = "Unknown"
-    results = await waits.wait_for_results(
-        credentials, invocations, spec.clock, stream=events, owner=owner, on_result=on_result
-    )
+    results = await _await_results(credentials, invocations, spec, events, owner, on_result)
     report.waits.append(WaitSummary.of(results.wait))
     records = dict(results.records)
     for instance_id, settled in results.wait.settled.items():
@@ -205,6 +209,63 @@ async def _run_to_results(
     for instance_id, record in records.items():
         _apply(rows[instance_id], record)
     return list(invocations), records
+
+
+async def _await_results(
+    credentials: AlibabaCloudCredentials,
+    invocations: Sequence[Invocation],
+    spec: CommandSpec,
+    events: EventStream,
+    owner: Owner,
+    on_result: Callable[[str, InvocationRecord], None] | None,
+) -> waits.Results:
+    """The TaskCompleted wait, durable when it can be (`alicloud_runbooks.durable`): still
+    open after `spec.suspend_after` seconds, the run suspends and holds no process; Prefect
+    resumes it on the events or at the deadline, re-runs the flow (RunCommand comes back
+    cached) and this reads what arrived, round after round, as one wait would."""
+
+    def wait(hold: float | None) -> Coroutine[Any, Any, waits.Results]:
+        return waits.wait_for_results(
+            credentials, invocations, spec.clock, events, owner, on_result=on_result, hold=hold
+        )
+
+    why = durable.why_not_durable()
+    if spec.suspend_after is None or why is not None:
+        if spec.suspend_after is not None and spec.clock.limit > spec.suspend_after:
+            get_run_logger().info("Waiting in process for the results: %s", why)
+        return await wait(None)
+    context = FlowRunContext.get()
+    assert context is not None and context.flow_run is not None
+    run_id = context.flow_run.id
+    base = f"results-{invocations[0].invoke_id}"
+    fired = await durable.fired_keys(run_id)
+    resumed = any(key.startswith(base) for key in fired)
+    step = 0
+    while True:
+        results = await wait(0 if resumed else spec.suspend_after)
+        if resumed:
+            await durable.disarm(run_id)
+        if not results.pending:
+            return results
+        step += 1
+        key = f"{base}-{step}"
+        if key in fired:  # suspended here before and resumed since
+            resumed = True
+            continue
+        deadline = results.wait.next_deadline or datetime.now(UTC)
+        await durable.arm(run_id, key, names.TASK_COMPLETED, len(results.pending), deadline)
+        await durable.announce(run_id, key, len(results.pending), deadline)
+        get_run_logger().info(
+            "%d of %d results still awaited after %.0fs: suspending the run (no process held) "
+            "until they come or the deadline at %s",
+            len(results.pending),
+            sum(len(inv.instance_ids) for inv in invocations),
+            spec.suspend_after if not resumed else 0,
+            deadline.isoformat(timespec="seconds"),
+        )
+        seconds = (deadline - datetime.now(UTC) + durable.RESUME_MARGIN).total_seconds()
+        await asuspend_flow_run(key=key, timeout=int(seconds))
+        resumed = True  # reached only when Prefect answered that this key had fired
 
 
 async def _stop_and_settle(
@@ -276,6 +337,8 @@ async def reporting(report: RunReport, key: str) -> AsyncIterator[None]:
     """Publish the report even when the run fails halfway, so what is known is not lost."""
     try:
         yield
+    except Pause:
+        raise  # suspended by a durable wait: the run goes on when it is resumed
     except BaseException as exc:
         report.finished_at = datetime.now(report.started_at.tzinfo)
         report.error = str(exc) or type(exc).__name__

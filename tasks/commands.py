@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from uuid import UUID
 
 from alibabacloud_ecs20140526 import models as ecs
 from prefect import get_run_logger, task
+from prefect.client.orchestration import get_client
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 from pydantic import BaseModel
@@ -36,6 +39,25 @@ class Output(BaseModel):
     error: str | None = None
 
 
+_TAGGING = threading.Lock()
+
+
+def _tag_run(invoke_id: str) -> None:
+    """Tag the flow run with the invocation, so the relay relates its events to this run
+    (alicloud_runbooks/relay/runs.py): the UI links both ways, and a suspended run is resumed
+    by them. Best effort: the waits find the events by instance either way."""
+    run_id = flow_run.get_id()
+    if not run_id:
+        return
+    try:
+        with _TAGGING, get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(run_id))
+            tags = list(dict.fromkeys([*run.tags, names.invocation_resource(invoke_id)]))
+            client.update_flow_run(UUID(run_id), tags=tags)
+    except Exception as exc:
+        get_run_logger().warning("Could not tag the run with invocation %s: %s", invoke_id, exc)
+
+
 def oss_destination(bucket: str | None, prefix: str | None) -> str | None:
     if not bucket:
         return None
@@ -43,7 +65,7 @@ def oss_destination(bucket: str | None, prefix: str | None) -> str | None:
     return f"oss://{bucket}/{prefix}" if prefix else f"oss://{bucket}"
 
 
-@task(name="run-command")
+@task(name="run-command", persist_result=True)
 def run_command(
     credentials: AlibabaCloudCredentials,
     instance_ids: Sequence[str],
@@ -90,6 +112,7 @@ def run_command(
                 group=group,
             )
         )
+        _tag_run(body.invoke_id)
         emit_event(
             event="runbooks.command.invoked",
             resource={

@@ -39,7 +39,7 @@ class Launched(BaseModel):
     client_tokens: list[str]
 
 
-@task(name="launch-instances")
+@task(name="launch-instances", persist_result=True)
 def launch_instances(
     credentials: AlibabaCloudCredentials,
     count: int,
@@ -81,7 +81,7 @@ def launch_instances(
     return Launched(instance_ids=ids, launched_at=launched_at, client_tokens=tokens)
 
 
-@task(name="select-instances")
+@task(name="select-instances", persist_result=True)
 def select_instances(
     credentials: AlibabaCloudCredentials,
     instance_ids: Sequence[str] | None = None,
@@ -133,7 +133,7 @@ def group_instance_ids(attributes: Sequence[Mapping[str, Any]] | None) -> list[s
     return []
 
 
-@task(name="stack-instances")
+@task(name="stack-instances", persist_result=True)
 def stack_instances(credentials: AlibabaCloudCredentials, stack_id: str) -> list[str]:
     """The ECS instances of a ROS stack: ListStackResources (one call, the API does not page),
     each `ALIYUN::ECS::Instance`'s physical id, and each `ALIYUN::ECS::InstanceGroup`'s

@@ -181,6 +181,8 @@ class Results(BaseModel):
     unfinished: list[str]
     """Instances with no final status at the end of the wait (still running, or unknown)."""
     errors: dict[str, str]
+    pending: list[str] = []
+    """Instances still awaited when a holding wait returned early (a durable wait)."""
 
 
 def _record(settled: Settlement) -> InvocationRecord:
@@ -205,11 +207,14 @@ async def wait_for_results(
     owner: Owner | None = None,
     name: str = "TaskCompleted",
     on_result: Callable[[str, InvocationRecord], None] | None = None,
+    hold: float | None = None,
 ) -> Results:
     """TaskCompleted per instance; DescribeInvocations for the stragglers and what the deadline
     leaves. Only final statuses count: a command still running keeps its key open until it
     can no longer be (`clock.limit`), and is then listed in `unfinished`. `on_result` hears
-    of each final status as it settles, before the wait ends."""
+    of each final status as it settles, before the wait ends. With `hold`, the wait returns
+    after that many seconds with the keys still awaited in `pending` (a durable wait);
+    deadlines always run from RunCommand."""
     client = credentials.ecs_client()
     instance_ids, invoke_ids, started = _by_invocation(invocations)
 
@@ -224,14 +229,19 @@ async def wait_for_results(
         invocations, _since(started), clock, owner, on_settle=settled_now if on_result else None
     )
     spec.name = name
+    spec.origin = started
+    spec.hold = hold
     result = await _wait(spec, reconcile, stream, invoke_ids)
     records: dict[str, InvocationRecord] = {}
     errors: dict[str, str] = {}
     unfinished: list[str] = []
+    pending = set(result.pending)
     for instance_id in instance_ids:
         settled = result.settled.get(instance_id)
         if settled is not None:
             records[instance_id] = _record(settled)
+            continue
+        if instance_id in pending:
             continue
         unfinished.append(instance_id)
         known = result.last_known.get(instance_id)
@@ -244,7 +254,13 @@ async def wait_for_results(
             f"no final status within {clock.limit:.0f}s of RunCommand: last seen "
             f"{record.status}{since}"
         )
-    return Results(wait=result, records=records, unfinished=unfinished, errors=errors)
+    return Results(
+        wait=result,
+        records=records,
+        unfinished=unfinished,
+        errors=errors,
+        pending=sorted(pending),
+    )
 
 
 @task(name="wait-for-output-delivery", cache_policy=NO_CACHE)

@@ -34,6 +34,7 @@ from starlette.routing import Route
 from alicloud_runbooks.events.mapping import MappingError, from_cloud_event, from_cloudmonitor
 from alicloud_runbooks.relay import strict_json
 from alicloud_runbooks.relay.prefect_sink import PrefectRefused, PrefectSink, PrefectUnavailable
+from alicloud_runbooks.relay.runs import RunDirectory
 from alicloud_runbooks.relay.settings import RelaySettings
 
 log = logging.getLogger("alicloud_runbooks.relay")
@@ -57,6 +58,9 @@ class Relay:
     def __init__(self, settings: RelaySettings, sink: PrefectSink | None = None) -> None:
         self.settings = settings
         self.sink = sink or PrefectSink(settings)
+        self.runs = (
+            RunDirectory(self.sink.client, settings.prefect_api_url) if settings.link_runs else None
+        )
         self.accepted = 0
         self.accepted_events = 0
         self.rejected = 0
@@ -132,6 +136,8 @@ class Relay:
                 raise Rejected(400, f"event {index}: {exc}") from None
             self._check_allowed(event)
             events.append(event)
+        if self.runs is not None:
+            await self.runs.link(events)
         try:
             await self.sink.store(events)
         except PrefectRefused as exc:

@@ -109,6 +109,11 @@ class PrefectSink:
         self.writes = 0
         self.splits = 0
 
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The authenticated client to Prefect's API, for the relay's other lookups."""
+        return self._client
+
     async def store(self, events: list[dict[str, Any]]) -> None:
         """Returns once Prefect has accepted `events`; raises PrefectRefused if it never will,
         PrefectUnavailable if it cannot now."""

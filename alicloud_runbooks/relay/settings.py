@@ -53,6 +53,12 @@ class RelaySettings(BaseSettings):
         validation_alias=AliasChoices("PREFECT_API_AUTH_STRING", "prefect_api_auth_string"),
     )
     prefect_timeout_seconds: float = Field(default=10.0, gt=0)
+    link_runs: bool = Field(
+        default=True,
+        description="Relate each Cloud Assistant event to the flow run that started its "
+        "invocation (found by the run's tag), so the UI leads from one to the other and a "
+        "suspended run can be resumed by it.",
+    )
 
     @field_validator("allowed_account_ids", "allowed_sources", mode="before")
     @classmethod
