@@ -7,6 +7,7 @@ the settings (scaled by `time_scale`), so tests and benchmarks can boot instantl
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import random
 import shutil
 import time
@@ -19,6 +20,9 @@ from alisim.errors import ApiError
 
 if TYPE_CHECKING:
     from alisim.cloud import Cloud
+
+
+DEFAULT_NETWORK = ipaddress.IPv4Network("192.168.0.0/16")
 
 
 def os_type_of(image_id: str) -> str:
@@ -46,6 +50,13 @@ class InstanceService:
     def __init__(self, cloud: Cloud) -> None:
         self.cloud = cloud
         self.instances: dict[str, Instance] = {}
+        self._launched = 0
+
+    def _next_private_ip(self) -> str:
+        """An address of alisim's default network (192.168.0.0/16, reused after 65,534
+        launches) for instances launched without one."""
+        self._launched += 1
+        return str(DEFAULT_NETWORK.network_address + 1 + (self._launched - 1) % 65_534)
 
     # ----- queries
     def get(self, instance_id: str) -> Instance:
@@ -64,6 +75,10 @@ class InstanceService:
         hostname: str | None,
         tags: dict[str, str],
         zone: str | None,
+        private_ip: str = "",
+        vpc_id: str = "",
+        vswitch_id: str = "",
+        security_group_ids: list[str] | None = None,
     ) -> Instance:
         settings = self.cloud.settings
         os_type = os_type_of(image_id)
@@ -82,6 +97,10 @@ class InstanceService:
             root=root,
             agent_version=getattr(settings.agent_versions, os_type),
             tags=tags,
+            private_ip=private_ip or self._next_private_ip(),
+            vpc_id=vpc_id,
+            vswitch_id=vswitch_id,
+            security_group_ids=list(security_group_ids or []),
         )
         self.instances[instance_id] = instance
         self._publish_state(instance)
