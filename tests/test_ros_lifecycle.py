@@ -153,6 +153,7 @@ def statuses(client, stack_id: str) -> list[str]:
 
 
 def test_fleet_reports_in_from_its_instances(client, sim, ecs_api) -> None:
+    patch_settings(sim, pending_seconds=0.1)
     stack_id = create(client, FLEET, name="fleet")
     stack = settle(client, stack_id)
     assert stack.status == "CREATE_COMPLETE", stack.status_reason
@@ -383,7 +384,7 @@ def test_failed_update_rolls_back_and_a_failed_rollback_says_so(client, sim) -> 
     stack_id = settle(client, create(client, NETWORK, name="rb")).stack_id
     before = outputs(get(client, stack_id))
     added = json.loads(NETWORK)
-    added["Resources"]["Extra"] = {"Type": "ALIYUN::ECS::VPC", "DependsOn": "Servers"}
+    added["Resources"]["Extra"] = {"Type": "ALIYUN::ECS::VPC"}
     fault = {"logical_id": "Servers", "operation": "update", "reason": "no stock", "count": 1}
     set_faults(sim, {"ros": [fault]})
     update(client, stack_id, json.dumps(added), Name="two", Amount="2")
@@ -397,6 +398,13 @@ def test_failed_update_rolls_back_and_a_failed_rollback_says_so(client, sim) -> 
     ]
     assert outputs(rolled) == before
     assert "Extra" not in resource_statuses(client, stack_id)
+    extra = [e.status for e in events(client, stack_id) if e.logical_resource_id == "Extra"]
+    assert extra == [
+        "CREATE_IN_PROGRESS",
+        "CREATE_COMPLETE",
+        "DELETE_IN_PROGRESS",
+        "DELETE_COMPLETE",
+    ]
     got = client.get_template(ros.GetTemplateRequest(region_id=REGION, stack_id=stack_id)).body
     assert got.template_body == NETWORK
 
@@ -489,12 +497,13 @@ def test_a_hanging_resource_times_the_stack_out(client, sim) -> None:
 
 
 def test_wait_condition_timeout_and_failure_signal(client, sim) -> None:
+    patch_settings(sim, time_scale=0.01)
     body = template(
         {
             "Handle": HANDLE,
             "Wait": {
                 "Type": "ALIYUN::ROS::WaitCondition",
-                "Properties": {"Handle": {"Ref": "Handle"}, "Timeout": 1, "Count": 2},
+                "Properties": {"Handle": {"Ref": "Handle"}, "Timeout": 60, "Count": 2},
             },
         },
         Outputs={"Url": {"Value": {"Fn::GetAtt": ["Handle", "URL"]}}},
@@ -505,7 +514,7 @@ def test_wait_condition_timeout_and_failure_signal(client, sim) -> None:
         "Resource CREATE failed: WaitConditionTimeout: resources.Wait: 0 of 2 received"
     )
 
-    failing = create(client, body.replace('"Timeout": 1', '"Timeout": 600'), name="wfail")
+    failing = create(client, body.replace('"Timeout": 60', '"Timeout": 43200'), name="wfail")
     url = wait_until(
         lambda: (
             get_resource(client, failing, "Handle").status == "CREATE_COMPLETE"

@@ -24,6 +24,7 @@ from tests.ros_support import (
     make_ros_client,
     outputs,
     resource_statuses,
+    set_faults,
     settle,
     template,
 )
@@ -55,7 +56,7 @@ def test_parameter_types_defaults_and_no_echo(client) -> None:
             "Size": {"Type": "Number", "MinValue": 1, "MaxValue": 10},
             "Flag": {"Type": "Boolean", "Default": "true"},
             "Zones": {"Type": "CommaDelimitedList", "Default": "a,b"},
-            "Config": {"Type": "Json", "Default": {"k": [1, 2]}},
+            "Config": {"Type": "Json", "Default": {"other": 1}},
             "Password": {"Type": "String", "NoEcho": True},
         },
         Outputs={
@@ -67,7 +68,8 @@ def test_parameter_types_defaults_and_no_echo(client) -> None:
             "Config": {"Value": {"Ref": "Config"}},
         },
     )
-    stack_id = create(client, body, parameters={"Size": "4", "Password": "hunter2"})
+    given = {"Size": "4", "Password": "hunter2", "Config": '{"k": [1, 2]}'}
+    stack_id = create(client, body, parameters=given)
     stack = settle(client, stack_id)
     assert outputs(stack) == {
         "Name": "web",
@@ -182,7 +184,9 @@ def test_conditions_mappings_and_functions(client) -> None:
     assert outputs(prod)["ProdOnly"] and outputs(prod)["Size"] == "ecs.g7.4xlarge"
 
 
-def test_count_index_no_value_and_depends_on(client) -> None:
+def test_count_index_no_value_and_depends_on(client, sim) -> None:
+    slow = [{"logical_id": n, "delay_seconds": 0.05, "count": 1} for n in ("First", "Nets")]
+    set_faults(sim, {"ros": slow})
     body = template(
         {
             "First": HANDLE,
@@ -354,4 +358,5 @@ def test_runtime_function_errors_fail_the_resource(client) -> None:
     stack = settle(client, create(client, body, disable_rollback=True))
     assert stack.status == "CREATE_FAILED"
     assert "the index 5 is outside a list of 2" in stack.status_reason
-    assert get(client, stack.stack_id).operation_info.logical_resource_id == "Net"
+    info = get(client, stack.stack_id).operation_info
+    assert (info.logical_resource_id, info.code) == ("Net", "StackValidationFailed")

@@ -177,8 +177,6 @@ def _tagged(loader: _Loader, suffix: str, node: yaml.Node) -> dict[str, Any]:
         return {"Ref": value}
     if suffix == "Condition":
         return {"Condition": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
     return {f"Fn::{suffix}": value}
 
 
