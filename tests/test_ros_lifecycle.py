@@ -7,6 +7,7 @@ cancel, retain."""
 from __future__ import annotations
 
 import json
+import os
 
 import httpx
 import oss2
@@ -614,3 +615,123 @@ def test_ros_faults_are_validated(sim) -> None:
     answer = httpx.put(f"{sim.url}/_alisim/faults", json={"ros": [{"logical_id": "X"}]})
     assert answer.status_code == 400
     assert "a ROS fault needs a reason, a delay_seconds or hang" in answer.json()["error"]
+
+
+# The pattern of Alibaba's WaitCondition example: the instance's user data, at first boot,
+# runs the handle's curl command (put in by Fn::Replace) with a JSON body of its own.
+USER_DATA_EXAMPLE = json.dumps(
+    {
+        "ROSTemplateFormatVersion": "2015-09-01",
+        "Parameters": {
+            "ImageId": {"Type": "String", "Default": "centos_7"},
+            "InstanceType": {"Type": "String", "Default": "ecs.c5.large"},
+            "LoginPassword": {"Type": "String", "NoEcho": True, "MinLength": 8},
+            "VSwitchId": {"Type": "String"},
+            "SecurityGroupId": {"Type": "String"},
+        },
+        "Resources": {
+            "Handle": {"Type": "ALIYUN::ROS::WaitConditionHandle"},
+            "Server": {
+                "Type": "ALIYUN::ECS::Instance",
+                "DependsOn": "Handle",
+                "Properties": {
+                    "ImageId": {"Ref": "ImageId"},
+                    "InstanceType": {"Ref": "InstanceType"},
+                    "Password": {"Ref": "LoginPassword"},
+                    "VSwitchId": {"Ref": "VSwitchId"},
+                    "SecurityGroupId": {"Ref": "SecurityGroupId"},
+                    "IoOptimized": "optimized",
+                    "UserData": {
+                        "Fn::Replace": [
+                            {"notify-ros": {"Fn::GetAtt": ["Handle", "CurlCli"]}},
+                            {
+                                "Fn::Join": [
+                                    "",
+                                    [
+                                        "#!/bin/sh\n",
+                                        "echo booted > booted.txt\n",
+                                        'notify-ros -d "{\\"Data\\": \\"ready\\", '
+                                        '\\"status\\": \\"SUCCESS\\"}"\n',
+                                    ],
+                                ]
+                            },
+                        ]
+                    },
+                },
+            },
+            "Ready": {
+                "Type": "ALIYUN::ROS::WaitCondition",
+                "Properties": {"Handle": {"Ref": "Handle"}, "Count": 1, "Timeout": 180},
+            },
+        },
+        "Outputs": {"Data": {"Value": {"Fn::GetAtt": ["Ready", "Data"]}}},
+    }
+)
+
+
+def test_user_data_signals_the_wait_condition_at_first_boot(client, sim) -> None:
+    parameters = {"LoginPassword": "Passw0rd!", "VSwitchId": "vsw-given", "SecurityGroupId": "sg-1"}
+    stack = settle(client, create(client, USER_DATA_EXAMPLE, name="boot", parameters=parameters))
+    assert stack.status == "CREATE_COMPLETE", stack.status_reason
+    assert json.loads(outputs(stack)["Data"]) == {"1": "ready"}
+    [instance] = sim.cloud.instances.instances.values()
+    assert (instance.home / "root" / "booted.txt").read_text() == "booted\n"
+    assert "HTTP/1.1 200" in (instance.home / "var/log/cloud-init-output.log").read_text()
+    assert instance.vswitch_id == "vsw-given" and instance.security_group_ids == ["sg-1"]
+
+
+def test_instance_group_names_follow_ecs_sequences(client, ecs_api) -> None:
+    body = template(
+        {
+            "Web": {
+                "Type": "ALIYUN::ECS::InstanceGroup",
+                "Properties": {
+                    "ImageId": IMAGE,
+                    "InstanceType": "ecs.g7.large",
+                    "MaxAmount": 3,
+                    "InstanceName": "web-[7,4]",
+                    "HostName": "node",
+                },
+            }
+        },
+        Outputs={"Hosts": {"Value": {"Fn::GetAtt": ["Web", "HostNames"]}}},
+    )
+    stack = settle(client, create(client, body, name="names"))
+    assert outputs(stack)["Hosts"] == ["node001", "node002", "node003"]
+    described = ecs_api.describe_instances(ecs.DescribeInstancesRequest(region_id=REGION)).body
+    assert sorted(i.instance_name for i in described.instances.instance) == [
+        "web-0007",
+        "web-0008",
+        "web-0009",
+    ]
+
+
+def test_deleting_the_stack_stops_user_data_still_running(client, sim) -> None:
+    body = template(
+        {
+            "Server": {
+                "Type": "ALIYUN::ECS::Instance",
+                "Properties": {
+                    "ImageId": IMAGE,
+                    "InstanceType": "ecs.g7.large",
+                    "UserData": "#!/bin/sh\necho $$ > pid.txt\nexec sleep 300\n",
+                },
+            }
+        }
+    )
+    stack_id = settle(client, create(client, body, name="ud")).stack_id
+    [instance] = sim.cloud.instances.instances.values()
+    pid_file = instance.home / "root" / "pid.txt"
+    pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip()))
+
+    def alive() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    assert alive()
+    client.delete_stack(ros.DeleteStackRequest(region_id=REGION, stack_id=stack_id))
+    gone(client, stack_id)
+    wait_until(lambda: not alive())

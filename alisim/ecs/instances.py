@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from alisim import ids
 from alisim.ecs import events
+from alisim.ecs import user_data as cloud_init
 from alisim.ecs.models import Instance, InstanceStatus
 from alisim.errors import ApiError
 
@@ -79,6 +80,7 @@ class InstanceService:
         vpc_id: str = "",
         vswitch_id: str = "",
         security_group_ids: list[str] | None = None,
+        user_data: bytes = b"",
     ) -> Instance:
         settings = self.cloud.settings
         os_type = os_type_of(image_id)
@@ -101,6 +103,7 @@ class InstanceService:
             vpc_id=vpc_id,
             vswitch_id=vswitch_id,
             security_group_ids=list(security_group_ids or []),
+            user_data=user_data,
         )
         self.instances[instance_id] = instance
         self._publish_state(instance)
@@ -143,6 +146,8 @@ class InstanceService:
         instance.started_at = time.time()
         await self._sleep(self._boot_seconds(instance))
         self._agent_up(instance)
+        if from_pending:
+            cloud_init.start(self.cloud, instance)
 
     def _agent_up(self, instance: Instance) -> None:
         instance.agent_online = True
@@ -192,6 +197,7 @@ class InstanceService:
     def delete(self, instance: Instance) -> None:
         if instance.lifecycle is not None:
             instance.lifecycle.cancel()
+        cloud_init.stop(instance)
         instance.agent_online = False
         instance.deleted = True
         self.cloud.assistant.instance_stopping(instance)
@@ -204,6 +210,7 @@ class InstanceService:
 
     async def shutdown(self) -> None:
         tasks = [i.lifecycle for i in self.instances.values() if i.lifecycle is not None]
+        tasks += [i.user_data_task for i in self.instances.values() if i.user_data_task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,6 +1,7 @@
 """The wait-condition signal URL: `POST /_ros/waitcondition?stackname=&stackid=&resource=
 &signature=` with a JSON body `{"status": "SUCCESS"}` (and optionally `id`, `data`,
-`reason`), as a handle's `CurlCli` sends it. The signature is the handle's own random token,
+`reason`; keys in any case, as Alibaba's own example sends `"Data"`), as a handle's `CurlCli`
+sends it. The signature is the handle's own random token,
 compared in constant time; bodies are bounded (64 KiB).
 """
 
@@ -53,9 +54,10 @@ async def signal(cloud: Cloud, request: Request) -> Response:
         return _error(
             "InvalidParameter", 'The body must be a JSON object: {"status": "SUCCESS"}.', 400
         )
+    fields = {str(k).lower(): v for k, v in body.items()}
     try:
         handle.signal(
-            body.get("status"), body.get("id"), body.get("data", ""), body.get("reason", "")
+            fields.get("status"), fields.get("id"), fields.get("data", ""), fields.get("reason", "")
         )
     except BadSignal as exc:
         return _error("InvalidParameter", f"The signal is not valid: {exc}.", 400)

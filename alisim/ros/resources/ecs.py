@@ -4,6 +4,7 @@ resource is complete when its instances are Running, as ROS waits for."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -51,6 +52,17 @@ GROUP_ATTRIBUTES = frozenset(
 MOVES = frozenset({"ZoneId", "VSwitchId", "VpcId"})
 
 
+SEQUENCE = re.compile(r"\[(\d+),(\d+)\]")
+
+
+def _numbered(name: str, position: int, suffix: bool) -> str:
+    match = SEQUENCE.search(name)
+    if match:
+        number = str(int(match.group(1)) + position).zfill(int(match.group(2)))
+        return name[: match.start()] + number + name[match.end() :]
+    return f"{name}{position + 1:03d}" if suffix else name
+
+
 def _image(props: dict[str, Any]) -> str:
     image = text(props, "ImageId") or text(props, "ImageFamily")
     if image is None:
@@ -92,6 +104,7 @@ def _launch(
         vpc_id=text(props, "VpcId", "") or (vswitch.vpc_id if vswitch else ""),
         vswitch_id=vswitch_id,
         security_group_ids=_groups(props),
+        user_data=(text(props, "UserData", "") or "").encode(),
     )
 
 
@@ -179,14 +192,16 @@ class InstanceGroupType(ResourceType):
 
     @staticmethod
     def _names(props: dict[str, Any], position: int, amount: int) -> tuple[str | None, str | None]:
+        """ECS's names for a batch: `web-[1,4]` numbers them `web-0001`, `web-0002`…;
+        otherwise a name gets a 3-digit suffix when there are several."""
         name, hostname = text(props, "InstanceName"), text(props, "HostName")
         hostnames = text_list(props, "HostNames")
         if hostnames and position < len(hostnames):
             hostname = hostnames[position]
-        elif hostname and amount > 1:
-            hostname = f"{hostname}{position + 1:03d}"
-        if name and amount > 1 and boolean(props, "UniqueSuffix", True):
-            name = f"{name}{position + 1:03d}"
+        elif hostname:
+            hostname = _numbered(hostname, position, amount > 1)
+        if name:
+            name = _numbered(name, position, amount > 1 and boolean(props, "UniqueSuffix", True))
         return name, hostname
 
     async def create(self, ctx: Context, props: dict[str, Any]) -> None:
