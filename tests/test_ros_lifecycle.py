@@ -6,6 +6,7 @@ cancel, retain."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 
@@ -735,3 +736,88 @@ def test_deleting_the_stack_stops_user_data_still_running(client, sim) -> None:
     client.delete_stack(ros.DeleteStackRequest(region_id=REGION, stack_id=stack_id))
     gone(client, stack_id)
     wait_until(lambda: not alive())
+
+
+def test_command_and_invocation_run_on_the_instances(client, sim) -> None:
+    script = base64.b64encode(b"echo from {{name}}; exit 0").decode()
+    body = template(
+        {
+            "Server": {
+                "Type": "ALIYUN::ECS::Instance",
+                "Properties": {"ImageId": IMAGE, "InstanceType": "ecs.g7.large"},
+            },
+            "Saved": {
+                "Type": "ALIYUN::ECS::Command",
+                "Properties": {
+                    "Type": "RunShellScript",
+                    "CommandContent": script,
+                    "EnableParameter": True,
+                    "Name": "greet",
+                },
+            },
+            "Run": {
+                "Type": "ALIYUN::ECS::Invocation",
+                "Properties": {
+                    "CommandId": {"Ref": "Saved"},
+                    "InstanceIds": [{"Ref": "Server"}],
+                    "Parameters": {"name": "ros"},
+                    "Sync": True,
+                },
+            },
+        },
+        Outputs={
+            "Results": {"Value": {"Fn::GetAtt": ["Run", "InvokeResults"]}},
+            "CommandId": {"Value": {"Fn::GetAtt": ["Saved", "CommandId"]}},
+        },
+    )
+    stack = settle(client, create(client, body, name="invoke"))
+    assert stack.status == "CREATE_COMPLETE", stack.status_reason
+    found = outputs(stack)
+    [result] = found["Results"]
+    assert result["InvocationStatus"] == "Success" and result["ExitCode"] == 0
+    assert result["Output"] == "from ros\n"
+    assert found["CommandId"] in sim.cloud.assistant.commands
+    client.delete_stack(ros.DeleteStackRequest(region_id=REGION, stack_id=stack.stack_id))
+    gone(client, stack.stack_id)
+    assert found["CommandId"] not in sim.cloud.assistant.commands
+
+
+def test_network_rules_fail_stacks_for_real(client) -> None:
+    outside = template(
+        {
+            "Vpc": {"Type": "ALIYUN::ECS::VPC", "Properties": {"CidrBlock": "10.0.0.0/16"}},
+            "VSwitch": {
+                "Type": "ALIYUN::ECS::VSwitch",
+                "Properties": {
+                    "VpcId": {"Ref": "Vpc"},
+                    "ZoneId": "cn-hangzhou-k",
+                    "CidrBlock": {"Ref": "Cidr"},
+                },
+            },
+        },
+        Parameters={"Cidr": {"Type": "String", "Default": "10.0.1.0/24"}},
+    )
+    bad = settle(
+        client, create(client, outside, name="outside", parameters={"Cidr": "10.9.0.0/24"})
+    )
+    assert bad.status == "CREATE_ROLLBACK_COMPLETE"
+    [failed] = [e for e in events(client, bad.stack_id) if e.status == "CREATE_FAILED"]
+    assert failed.status_reason.startswith("InvalidCidrBlock.Malformed")
+
+    stack_id = settle(client, create(client, outside, name="inside")).stack_id
+    update(client, stack_id, outside, Cidr="192.168.0.0/24")
+    rolled = settle(client, stack_id)
+    assert rolled.status == "ROLLBACK_COMPLETE"
+    assert any(
+        e.status == "UPDATE_FAILED" and e.status_reason.startswith("InvalidCidrBlock.Malformed")
+        for e in events(client, stack_id)
+    )
+
+    client.delete_stack(
+        ros.DeleteStackRequest(region_id=REGION, stack_id=stack_id, retain_resources=["VSwitch"])
+    )
+    held = settle(client, stack_id)
+    assert held.status == "DELETE_FAILED"
+    assert held.status_reason.startswith(
+        "Resource DELETE failed: DependencyViolation: resources.Vpc"
+    )
