@@ -21,6 +21,7 @@ from alisim.ros import views
 from alisim.ros.models import UPDATABLE, ResourceStatus, Stack, StackStatus
 from alisim.ros.notify import EVENTBRIDGE_URL
 from alisim.ros.resources import TYPES
+from alisim.ros.resources.base import ResourceFailed
 from alisim.ros.resources.wait import BadSignal, Handle, WaitConditionHandleType, handle_of
 from alisim.ros.template import parse
 from alisim.ros.template.errors import TemplateError
@@ -734,7 +735,7 @@ async def signal_resource(cloud: Cloud, params: Params) -> dict[str, Any]:
         prop = resource.properties.get("Handle") if resource.properties else None
         try:
             handle = handle_of(stack, as_text(prop)) if prop else None
-        except Exception:
+        except ResourceFailed:
             handle = None
     if not isinstance(handle, Handle):
         raise invalid_parameter(
