@@ -38,6 +38,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.alisim_bench
+	$(BIN)/python -m bench.ros_bench
 	$(BIN)/python -m bench.runbook_bench
 
 constraints:

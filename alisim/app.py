@@ -1,6 +1,7 @@
 """The one ASGI app behind alisim's one port.
 
-`/_alisim/*` is the developer API; an OpenAPI call (`dispatch.is_openapi_request`) goes to
+`/_alisim/*` is the developer API; a service's own HTTP endpoints (`Service.http`, e.g.
+`/_ros/waitcondition`) come next; an OpenAPI call (`dispatch.is_openapi_request`) goes to
 the actions the services register (`alisim/services.py`); everything else is OSS path-style.
 """
 
@@ -29,8 +30,12 @@ def create_app(cloud: Cloud) -> Starlette:
     dev_routes = devapi.routes(cloud)
 
     async def entry(request: Request) -> Response:
-        if request.url.path.startswith("/_alisim/") or request.url.path == "/_alisim":
+        path = request.url.path
+        if path.startswith("/_alisim/") or path == "/_alisim":
             return await devapi.handle(cloud, request, dev_routes)
+        for prefix, route in cloud.http_routes.items():
+            if path.startswith(prefix):
+                return await route(cloud, request)
         if dispatch.is_openapi_request(request):
             return await dispatch.handle(cloud, request)
         return await oss_handlers.handle(cloud, request)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from alisim.ecs.instances import InstanceService
     from alisim.eventbridge.service import EventBridgeService
     from alisim.oss.store import OssStore
+    from alisim.ros.service import RosService
 
 
 def _unique(what: str, names: list[str]) -> None:
@@ -40,6 +41,7 @@ class Cloud:
     eventbridge: EventBridgeService
     instances: InstanceService
     assistant: CloudAssistant
+    ros: RosService
 
     def __init__(
         self,
@@ -71,6 +73,13 @@ class Cloud:
         self.dev_routes: dict[str, DevRoute] = {
             path: route for s in self.services for path, route in s.devapi.items()
         }
+        _unique("HTTP prefix", [p for s in self.services for p in s.http])
+        self.http_routes: dict[str, DevRoute] = {
+            prefix: route for s in self.services for prefix, route in s.http.items()
+        }
+        for prefix in self.http_routes:
+            if not prefix.startswith("/_"):
+                raise ValueError(f"an HTTP prefix must start with '/_' (not {prefix!r})")
         self.notices: dict[str, NoticeConverter] = {
             kind: convert for s in self.services for kind, convert in s.notices.items()
         }

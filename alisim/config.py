@@ -26,6 +26,19 @@ class AgentVersions(BaseModel):
     windows: str = "2.1.4.1100"
 
 
+class RosEventSettings(BaseModel):
+    """What ROS publishes on a stack's terminal statuses (`alisim/ros/notify.py` builds the
+    payloads; Alibaba documents the type names but not the EventBridge `data`)."""
+
+    source: str = Field(default="acs.ros", description="CloudEvents `source` of ROS events.")
+    state_change_events: Literal["notification", "always", "never"] = Field(
+        default="notification",
+        description="When `ros:StackStateChange:*` events are published: for stacks whose "
+        "NotificationURLs hold `eventbridge` (the documented opt-in), for every stack, or never. "
+        "`ros:Stack:StatusChange` (the CloudMonitor event) is published for every stack.",
+    )
+
+
 class Settings(BaseModel):
     """Tunable behaviour; `/_alisim/settings` reads and patches this model."""
 
@@ -54,6 +67,7 @@ class Settings(BaseModel):
         description="Precision of CloudEvents `time` and `aliyunpublishtime`: whole seconds as "
         "in Alibaba's samples, or milliseconds to keep the order of events within a second.",
     )
+    ros_events: RosEventSettings = RosEventSettings()
     output_delivery_event_type: str = Field(
         default="ecs:CloudAssistant:OutputDelivered",
         description="EventBridge type of the output delivery event (not named in the docs).",

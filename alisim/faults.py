@@ -1,11 +1,12 @@
-"""Fault injection: throttle or fail API calls; drop, duplicate, delay or reorder event pushes."""
+"""Fault injection: throttle or fail API calls; drop, duplicate, delay or reorder event pushes;
+make ROS resources fail, take longer or never finish."""
 
 from __future__ import annotations
 
 import random
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from alisim.errors import ApiError
 
@@ -67,9 +68,48 @@ class DeliveryFault(BaseModel):
         return not self.contains or any(text in body for text in self.contains)
 
 
+class RosFault(BaseModel):
+    """Make a ROS resource operation fail, take longer or hang (its stack then times out).
+    A filter left empty matches any stack, resource or type."""
+
+    stack_name: str | None = None
+    logical_id: str | None = Field(
+        default=None, description="The template's name (Web) or one copy of a Count (Web[1])."
+    )
+    resource_type: str | None = Field(default=None, description="e.g. ALIYUN::ECS::Instance")
+    operation: Literal["create", "update", "delete"] = "create"
+    reason: str | None = Field(
+        default=None, min_length=1, description="Fail with this message (after any delay)."
+    )
+    code: str = Field(default="InjectedFault", min_length=1, description="The error code.")
+    delay_seconds: float = Field(
+        default=0, ge=0, description="Simulated seconds first, scaled by time_scale."
+    )
+    hang: bool = Field(default=False, description="Never finish (until the stack times out).")
+    count: int | None = Field(default=None, ge=1, description="Apply this many times.")
+
+    @model_validator(mode="after")
+    def _does_something(self) -> RosFault:
+        if self.reason is None and not self.delay_seconds and not self.hang:
+            raise ValueError("a ROS fault needs a reason, a delay_seconds or hang")
+        return self
+
+    def matches(
+        self, stack: str, logical_id: str, template_name: str, resource_type: str, operation: str
+    ) -> bool:
+        return (
+            self.operation == operation
+            and self.stack_name in (None, stack)
+            and self.logical_id in (None, logical_id, template_name)
+            and self.resource_type in (None, resource_type)
+            and (self.count is None or self.count > 0)
+        )
+
+
 class FaultPlan(BaseModel):
     api: list[ApiFault] = []
     delivery: DeliveryFault = DeliveryFault()
+    ros: list[RosFault] = []
 
 
 class Faults:
@@ -94,3 +134,21 @@ class Faults:
             status, message = _ERRORS[fault.error]
             retry_after = fault.retry_after_ms if fault.error.startswith("Throttling") else None
             raise ApiError(fault.error, message, status, retry_after_ms=retry_after)
+
+    def ros_fault(
+        self,
+        *,
+        stack: str,
+        logical_id: str,
+        template_name: str,
+        resource_type: str,
+        operation: str,
+    ) -> RosFault | None:
+        """The first ROS fault for this resource operation, counted as injected."""
+        for fault in self.plan.ros:
+            if fault.matches(stack, logical_id, template_name, resource_type, operation):
+                if fault.count is not None:
+                    fault.count -= 1
+                self.injected += 1
+                return fault
+        return None

@@ -42,3 +42,8 @@ def request_id() -> str:
 
 def event_id() -> str:
     return str(uuid.uuid4())
+
+
+def resource_id(kind: str, region: str) -> str:
+    """`vpc-bp1…`, `vsw-bp1…`, `sg-bp1…`: the form of VPC-era resource ids."""
+    return f"{kind}-{_prefixes(region)[0]}{_suffix(17)}"

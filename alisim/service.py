@@ -29,6 +29,10 @@ class Service:
     """The OpenAPI actions it answers, with their region rules."""
     devapi: Mapping[str, DevRoute] = field(default_factory=dict)
     """Developer endpoints it adds: `{"deliveries": route}` serves `/_alisim/deliveries`."""
+    http: Mapping[str, DevRoute] = field(default_factory=dict)
+    """Plain HTTP endpoints it serves by path prefix, outside OpenAPI and the developer API
+    (ROS's wait-condition signal URL). A prefix starts with `/_`, which no OSS bucket name
+    can, so it never hides a bucket."""
     notices: Mapping[str, NoticeConverter] = field(default_factory=dict)
     """CloudMonitor notifications of its CloudEvent types, by type."""
     on_event: Callable[[Any, dict[str, Any]], None] | None = None

@@ -4,7 +4,8 @@ An entry (`alisim.service.Service`) names the service's state on `Cloud` and the
 builds it (`Cloud` calls it at start-up and again at every reset, in list order, so a service
 may use those listed before it), its OpenAPI routing table (`ActionTable`: product, version,
 action -> handler and `RegionId` rule, which dispatch applies), its developer endpoints under
-`/_alisim/`, the CloudMonitor notices of its events, and its hooks: `on_event` for every
+`/_alisim/`, its plain HTTP endpoints (`http`: ROS's signal URL), the CloudMonitor notices of
+its events, and its hooks: `on_event` for every
 published event, `summary` for `/_alisim/health`, `shutdown` (reverse list order, at reset
 and exit) and `forget` (reset only). Events are published product-neutrally with
 `cloud.publish_event(source=..., type=..., subject=..., data=...)`.
@@ -25,6 +26,10 @@ from alisim.eventbridge import actions as eventbridge_actions
 from alisim.eventbridge import devroutes as eventbridge_devroutes
 from alisim.eventbridge.service import EventBridgeService
 from alisim.oss.store import OssStore
+from alisim.ros import actions as ros_actions
+from alisim.ros import notify as ros_notify
+from alisim.ros import signals as ros_signals
+from alisim.ros.service import RosService
 from alisim.service import Service
 from alisim.sts import actions as sts_actions
 
@@ -54,5 +59,15 @@ SERVICES: tuple[Service, ...] = (
         actions=cloud_assistant_actions.ACTIONS,
         summary=CloudAssistant.summary,
         shutdown=CloudAssistant.shutdown,
+    ),
+    Service(
+        "ros",
+        RosService,
+        actions=ros_actions.ACTIONS,
+        http=ros_signals.ROUTES,
+        notices=ros_notify.NOTICES,
+        on_event=RosService.on_event,
+        summary=RosService.summary,
+        shutdown=RosService.shutdown,
     ),
 )

@@ -25,6 +25,7 @@ from alicloud_runbooks.events.models import (
     FirstHeartbeatData,
     InstanceStateData,
     OutputDeliveredData,
+    StackNotification,
     StackStatusData,
     TaskCompletedData,
 )
@@ -149,6 +150,17 @@ def _stack_status(data: dict[str, Any], region: str | None, account: str | None)
     return names.STACK_STATUS_CHANGE, resource, []
 
 
+def _stack_state(data: dict[str, Any], region: str | None, account: str | None) -> Any:
+    d = _validate(StackNotification, data, "ROS stack notification")
+    resource = _resource(
+        names.stack_resource(d.stack_id),
+        region or d.region_id,
+        account,
+        **{names.STACK_STATUS_LABEL: d.status, names.STACK_NAME_LABEL: d.stack_name or ""},
+    )
+    return names.STACK_STATUS_CHANGE, resource, []
+
+
 def _shapers(output_delivered_type: str) -> dict[str, Shaper]:
     return {
         names.FIRST_HEARTBEAT_TYPE: _first_heartbeat,
@@ -197,6 +209,8 @@ def from_cloud_event(
     product = event.source.removeprefix("acs.").split(".")[0] or "unknown"
     region, account = event.aliyunregionid, event.aliyunaccountid
     shaper = _shapers(output_delivered_type).get(event.type)
+    if shaper is None and event.type.startswith(names.STACK_STATE_CHANGE_PREFIX):
+        shaper = _stack_state
     if shaper is not None:
         name, resource, related = shaper(event.data, region, account)
     else:
@@ -271,6 +285,45 @@ def from_cloudmonitor(raw: dict[str, Any], *, received: datetime) -> dict[str, A
             "region": region,
             "level": event.level,
             "via": "cloudmonitor",
+        },
+    }
+    return _event(
+        event_id=source_id,
+        name=name,
+        resource=resource,
+        related=related,
+        payload=payload,
+        received=received,
+    )
+
+
+def from_ros_notification(
+    raw: dict[str, Any],
+    *,
+    received: datetime,
+    region: str | None = None,
+    account: str | None = None,
+) -> dict[str, Any]:
+    """Map one ROS NotificationURLs POST (`{Outputs, StackId, StackName, Status}`). It carries
+    no id, time, region or account: the region and account come from the URL the stack was
+    given, and each push is its own event (its id hashes the body and the time of receipt,
+    so two updates that end alike stay two events)."""
+    name, resource, related = _stack_state(raw, region, account)
+    digest = hashlib.sha256(
+        (json.dumps(raw, sort_keys=True, default=str) + received.isoformat()).encode()
+    ).hexdigest()
+    source_id = f"ros-notification:{digest}"
+    payload = {
+        **raw,
+        "acs": {
+            "id": source_id,
+            "type": "ros:NotificationURL",
+            "source": "acs.ros",
+            "time": None,
+            "subject": names.stack_resource(str(raw.get("StackId", ""))),
+            "account_id": account,
+            "region": resource.get(names.REGION_LABEL),
+            "via": "notification",
         },
     }
     return _event(

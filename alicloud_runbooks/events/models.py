@@ -118,3 +118,15 @@ class StackStatusData(_Lenient):
     stack_name: str | None = Field(default=None, alias="stackName")
     status: str = Field(min_length=1)
     status_reason: str | None = Field(default=None, alias="statusReason")
+
+
+class StackNotification(_Lenient):
+    """A ROS NotificationURLs POST body, also the `data` alisim gives
+    `ros:StackStateChange:*` events (Alibaba does not document theirs)."""
+
+    stack_id: str = Field(alias="StackId", min_length=1)
+    stack_name: str | None = Field(default=None, alias="StackName")
+    status: str = Field(alias="Status", min_length=1)
+    status_reason: str | None = Field(default=None, alias="StatusReason")
+    region_id: str | None = Field(default=None, alias="RegionId")
+    outputs: list[Any] | None = Field(default=None, alias="Outputs")

@@ -10,6 +10,8 @@ TASK_COMPLETED_TYPE = "ecs:CloudAssistant:TaskCompleted"
 OUTPUT_DELIVERED_TYPE = "ecs:CloudAssistant:OutputDelivered"
 INSTANCE_STATE_CHANGE_TYPE = "ecs:Instance:StateChange"
 STACK_STATUS_CHANGE_TYPE = "ros:Stack:StatusChange"
+# `ros:StackStateChange:CreateComplete`, `…:CreateRollbackFailed`…: one type per status.
+STACK_STATE_CHANGE_PREFIX = "ros:StackStateChange:"
 
 FIRST_HEARTBEAT = "acs.ecs.CloudAssistant.FirstHeartbeat"
 TASK_COMPLETED = "acs.ecs.CloudAssistant.TaskCompleted"

@@ -1,5 +1,7 @@
-"""Contract 2: `POST /eventbridge`, `POST /cloudmonitor`, `GET /healthz` (each also with a
-trailing slash, never a redirect: a redirect would echo the token in its `Location`).
+"""Contract 2: `POST /eventbridge`, `POST /cloudmonitor`, `POST /ros-notification` (a ROS
+stack's NotificationURLs; `region` and `account` in the query say whose stack, since the body
+does not), `GET /healthz` (each also with a trailing slash, never a redirect: a redirect would
+echo the token in its `Location`).
 
 A 2xx means Prefect accepted every event of the push on its message broker (`POST /api/events`
 answered 204). That is not yet its database: with the default in-memory broker a Prefect crash
@@ -31,7 +33,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from alicloud_runbooks.events.mapping import MappingError, from_cloud_event, from_cloudmonitor
+from alicloud_runbooks.events.mapping import (
+    MappingError,
+    from_cloud_event,
+    from_cloudmonitor,
+    from_ros_notification,
+)
 from alicloud_runbooks.relay import strict_json
 from alicloud_runbooks.relay.prefect_sink import PrefectRefused, PrefectSink, PrefectUnavailable
 from alicloud_runbooks.relay.runs import RunDirectory
@@ -169,6 +176,16 @@ class Relay:
             request, lambda item, received: from_cloudmonitor(item, received=received)
         )
 
+    async def ros_notification(self, request: Request) -> Response:
+        region = request.query_params.get("region") or None
+        account = request.query_params.get("account") or None
+        return await self._guard(
+            request,
+            lambda item, received: from_ros_notification(
+                item, received=received, region=region, account=account
+            ),
+        )
+
     def _scrub(self, text: str) -> str:
         """Bounded, encodable, and without the token even if a pusher echoed it into an event."""
         token = self.settings.token.get_secret_value()
@@ -241,6 +258,7 @@ def create_app(settings: RelaySettings | None = None) -> Starlette:
     for path, endpoint, methods in (
         ("/eventbridge", relay.eventbridge, ["POST"]),
         ("/cloudmonitor", relay.cloudmonitor, ["POST"]),
+        ("/ros-notification", relay.ros_notification, ["POST"]),
         ("/healthz", relay.healthz, ["GET"]),
     ):
         routes += [

@@ -44,7 +44,12 @@ def _instance_view(instance: Instance) -> dict[str, Any]:
         "InternetChargeType": "PayByTraffic",
         "InstanceNetworkType": "vpc",
         "Tags": tag_set(instance.tags),
-        "VpcAttributes": {"PrivateIpAddress": {"IpAddress": []}},
+        "VpcAttributes": {
+            "PrivateIpAddress": {"IpAddress": [instance.private_ip] if instance.private_ip else []},
+            "VpcId": instance.vpc_id,
+            "VSwitchId": instance.vswitch_id,
+        },
+        "SecurityGroupIds": {"SecurityGroupId": instance.security_group_ids},
         "PublicIpAddress": {"IpAddress": []},
     }
 

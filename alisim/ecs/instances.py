@@ -7,6 +7,7 @@ the settings (scaled by `time_scale`), so tests and benchmarks can boot instantl
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import random
 import shutil
 import time
@@ -14,11 +15,15 @@ from typing import TYPE_CHECKING
 
 from alisim import ids
 from alisim.ecs import events
+from alisim.ecs import user_data as cloud_init
 from alisim.ecs.models import Instance, InstanceStatus
 from alisim.errors import ApiError
 
 if TYPE_CHECKING:
     from alisim.cloud import Cloud
+
+
+DEFAULT_NETWORK = ipaddress.IPv4Network("192.168.0.0/16")
 
 
 def os_type_of(image_id: str) -> str:
@@ -46,6 +51,13 @@ class InstanceService:
     def __init__(self, cloud: Cloud) -> None:
         self.cloud = cloud
         self.instances: dict[str, Instance] = {}
+        self._launched = 0
+
+    def _next_private_ip(self) -> str:
+        """An address of alisim's default network (192.168.0.0/16, reused after 65,534
+        launches) for instances launched without one."""
+        self._launched += 1
+        return str(DEFAULT_NETWORK.network_address + 1 + (self._launched - 1) % 65_534)
 
     # ----- queries
     def get(self, instance_id: str) -> Instance:
@@ -64,6 +76,11 @@ class InstanceService:
         hostname: str | None,
         tags: dict[str, str],
         zone: str | None,
+        private_ip: str = "",
+        vpc_id: str = "",
+        vswitch_id: str = "",
+        security_group_ids: list[str] | None = None,
+        user_data: bytes = b"",
     ) -> Instance:
         settings = self.cloud.settings
         os_type = os_type_of(image_id)
@@ -82,6 +99,11 @@ class InstanceService:
             root=root,
             agent_version=getattr(settings.agent_versions, os_type),
             tags=tags,
+            private_ip=private_ip or self._next_private_ip(),
+            vpc_id=vpc_id,
+            vswitch_id=vswitch_id,
+            security_group_ids=list(security_group_ids or []),
+            user_data=user_data,
         )
         self.instances[instance_id] = instance
         self._publish_state(instance)
@@ -124,6 +146,8 @@ class InstanceService:
         instance.started_at = time.time()
         await self._sleep(self._boot_seconds(instance))
         self._agent_up(instance)
+        if from_pending:
+            cloud_init.start(self.cloud, instance)
 
     def _agent_up(self, instance: Instance) -> None:
         instance.agent_online = True
@@ -173,6 +197,7 @@ class InstanceService:
     def delete(self, instance: Instance) -> None:
         if instance.lifecycle is not None:
             instance.lifecycle.cancel()
+        cloud_init.stop(instance)
         instance.agent_online = False
         instance.deleted = True
         self.cloud.assistant.instance_stopping(instance)
@@ -185,6 +210,7 @@ class InstanceService:
 
     async def shutdown(self) -> None:
         tasks = [i.lifecycle for i in self.instances.values() if i.lifecycle is not None]
+        tasks += [i.user_data_task for i in self.instances.values() if i.user_data_task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -30,6 +30,12 @@ class Instance:
     root: Path
     agent_version: str
     tags: dict[str, str] = field(default_factory=dict)
+    private_ip: str = ""
+    vpc_id: str = ""
+    vswitch_id: str = ""
+    security_group_ids: list[str] = field(default_factory=list)
+    user_data: bytes = b""
+    user_data_task: asyncio.Task[None] | None = None
     status: InstanceStatus = InstanceStatus.PENDING
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("alisim.eventbridge")
 
-Channel = Literal["eventbridge", "cloudmonitor"]
+Channel = Literal["eventbridge", "cloudmonitor", "notification"]
 Outcome = Literal["delivered", "failed", "dropped", "dead-lettered", "skipped"]
 HEADERS = {"Content-Type": "application/json", "User-Agent": "alisim-eventbridge/1.0"}
 

@@ -148,7 +148,9 @@ async def handle(cloud: Cloud, request: Request) -> Response:
                 404,
             )
         cloud.faults.check_api(product.name, action)
-        call = Params(params, caller=caller)
+        call = Params(
+            params, caller=caller, request_id=request_id, host=request.headers.get("host", "")
+        )
         route.check_region(call, cloud.settings.region)
         result = await route.handler(cloud, call)
     except ApiError as error:

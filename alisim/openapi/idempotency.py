@@ -35,7 +35,11 @@ class IdempotencyCache:
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
 
-    def lookup(self, action: str, params: Params) -> dict[str, Any] | None:
+    def lookup(
+        self, action: str, params: Params, mismatch: ApiError | None = None
+    ) -> dict[str, Any] | None:
+        """The answer given before to this token and these parameters; `mismatch` is the
+        product's error for a reused token with other parameters (ECS's by default)."""
         token = params.get("ClientToken")
         if token is None:
             return None
@@ -50,6 +54,8 @@ class IdempotencyCache:
             return None
         stored_fingerprint, response = entry
         if stored_fingerprint != fingerprint(params):
+            if mismatch is not None:
+                raise mismatch
             raise ApiError(
                 "IdempotentParameterMismatch",
                 "The specified parameter has changed while using an already used clientToken.",

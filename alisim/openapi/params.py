@@ -13,11 +13,16 @@ _FALSE = {"false", "0", "no"}
 
 
 class Params:
-    """The request's parameters and `caller`, the access key id its signature was checked with."""
+    """The request's parameters; `caller`, the access key id its signature was checked with;
+    its `request_id` (answered as `RequestId`) and the `host` the caller reached alisim at."""
 
-    def __init__(self, values: dict[str, str], caller: str = "") -> None:
+    def __init__(
+        self, values: dict[str, str], caller: str = "", request_id: str = "", host: str = ""
+    ) -> None:
         self.values = values
         self.caller = caller
+        self.request_id = request_id
+        self.host = host
 
     def get(self, name: str, default: str | None = None) -> str | None:
         value = self.values.get(name)

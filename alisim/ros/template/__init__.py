@@ -1,0 +1,2 @@
+"""The ROS template engine: parsing and static checks (`parse`), parameter values
+(`parameters`), intrinsic functions (`functions`) and the dependency graph (`graph`)."""
