@@ -6,12 +6,15 @@ unless told (`runbooks up` gives fixed ports and a kept home). Used by `runbooks
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+from alibabacloud_ecs20140526 import models as ecs
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from alicloud_runbooks.blocks import AlibabaCloudCredentials
@@ -152,3 +155,28 @@ class LocalStack:
         response = httpx.get(f"{self.sim_url}/_alisim/calls")
         response.raise_for_status()
         return response.json()["calls"]
+
+    def launch_ready(self, count: int, timeout: float = 60, **request: Any) -> list[str]:
+        """Instances launched outside any runbook (RunInstances through the official SDK),
+        returned once their Cloud Assistant agents are online."""
+        client = self.credentials().ecs_client()
+        region = self.sim_settings.region
+        ids = client.run_instances(
+            ecs.RunInstancesRequest(
+                region_id=region,
+                image_id="aliyun_3_x64",
+                instance_type="ecs.g7.large",
+                amount=count,
+                **request,
+            )
+        ).body.instance_id_sets.instance_id_set
+        deadline = time.monotonic() + timeout
+        while True:
+            found = client.describe_cloud_assistant_status(
+                ecs.DescribeCloudAssistantStatusRequest(region_id=region, instance_id=ids)
+            ).body.instance_cloud_assistant_status_set.instance_cloud_assistant_status
+            if len(found) == count and all(s.cloud_assistant_status == "true" for s in found):
+                return ids
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the agents of {ids} were not online within {timeout}s")
+            time.sleep(0.05)

@@ -14,7 +14,6 @@ from alibabacloud_ecs20140526 import models as ecs
 from alicloud_runbooks.report import RunReport
 from alisim.config import zero_delay_settings
 from local_stack.stack import LocalStack
-from tests.helpers import wait_until
 
 BUCKET = "runbook-outputs"
 REGION = "cn-hangzhou"
@@ -85,14 +84,4 @@ def launch(client: Any, count: int = 1, **request: Any) -> list[str]:
 
 def launch_ready(stack: LocalStack, count: int, **request: Any) -> list[str]:
     """Instances launched outside the runbook, with their agents online."""
-    client = stack.credentials().ecs_client()
-    ids = launch(client, count, **request)
-
-    def online() -> bool:
-        found = client.describe_cloud_assistant_status(
-            ecs.DescribeCloudAssistantStatusRequest(region_id=REGION, instance_id=ids)
-        ).body.instance_cloud_assistant_status_set.instance_cloud_assistant_status
-        return len(found) == count and all(s.cloud_assistant_status == "true" for s in found)
-
-    wait_until(online)
-    return ids
+    return stack.launch_ready(count, **request)

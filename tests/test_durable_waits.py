@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +18,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from alisim.config import zero_delay_settings
 from local_stack.servers import PrefectServer
+from local_stack.serving import ServedDeployments
 from local_stack.stack import LocalStack
 from tests.helpers import wait_until
 from tests.runbook_stack import BUCKET, faults, launch_ready
@@ -34,51 +31,21 @@ BLOCK = "durable-alisim"
 def served(tmp_path_factory) -> Iterator[LocalStack]:
     """A stack of its own (Prefect, alisim, relay) and the deployments served from
     prefect.yaml by `deployments.serve`, polling every second."""
-    home = tmp_path_factory.mktemp("durable-home")
     prefect = PrefectServer(
-        home=home,
+        home=tmp_path_factory.mktemp("durable-home"),
         extra_env={
             "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5",
             "PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY": "PT1S",
         },
     )
     stack = LocalStack(sim_settings=zero_delay_settings())
-    server: subprocess.Popen[bytes] | None = None
     try:
         prefect.start()
         stack.start(prefect=prefect)
-        with stack.prefect_client_settings():
-            stack.credentials().save(BLOCK, overwrite=True)
-        env = {
-            **os.environ,
-            **prefect.env(),
-            "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-            "PYTHONPATH": str(ROOT),
-        }
-        log = open(home / "serve.log", "wb")  # noqa: SIM115 - the child process owns it
-        server = subprocess.Popen(
-            [sys.executable, "-m", "deployments.serve", "--credentials", BLOCK],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        api = httpx.Client(base_url=prefect.api_url, timeout=30)
-        wait_until(
-            lambda: api.get("/deployments/name/run-command/run-command").status_code == 200,
-            timeout=120,
-            interval=0.5,
-        )
         stack.credentials().oss_bucket(BUCKET).create_bucket()
-        yield stack
+        with ServedDeployments(stack, BLOCK):
+            yield stack
     finally:
-        if server is not None and server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
         stack.stop()
         prefect.stop()
 

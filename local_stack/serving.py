@@ -1,0 +1,86 @@
+"""The runbooks served as deployments in a process of their own (`python -m deployments.serve`)
+on a stack's Prefect server: what the durable-wait tests and benchmarks run their flows on,
+as a user's `runbooks up` or worker would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from local_stack.stack import LocalStack
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ServedDeployments:
+    """Start with `start()` (or `with`): saves the credentials block, serves every deployment
+    of prefect.yaml with it, and waits until they exist; `stop()` ends the process group."""
+
+    def __init__(self, stack: LocalStack, block: str, poll_seconds: float = 1.0) -> None:
+        self.stack = stack
+        self.block = block
+        self.poll_seconds = poll_seconds
+        self.proc: subprocess.Popen[bytes] | None = None
+        assert stack.prefect is not None
+        self.log_path = stack.prefect.home / "serve.log"
+
+    def start(self, timeout: float = 120.0) -> ServedDeployments:
+        assert self.stack.prefect is not None
+        with self.stack.prefect_client_settings():
+            self.stack.credentials().save(self.block, overwrite=True)
+        env = {
+            **os.environ,
+            **self.stack.prefect.env(),
+            "PREFECT_RUNNER_POLL_FREQUENCY": str(self.poll_seconds),
+            "PYTHONPATH": str(ROOT),
+        }
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child process owns it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "deployments.serve", "--credentials", self.block],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            self._await_deployments(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _await_deployments(self, timeout: float) -> None:
+        assert self.proc is not None
+        url = f"{self.stack.api_url}/deployments/name/run-command/run-command"
+        deadline = time.monotonic() + timeout
+        while httpx.get(url, timeout=30).status_code != 200:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"deployments.serve exited; see {self.log_path}:\n"
+                    + self.log_path.read_text()[-2000:]
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the deployments did not appear within {timeout}s")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+
+    def __enter__(self) -> ServedDeployments:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
