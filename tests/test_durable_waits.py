@@ -117,7 +117,7 @@ def resumed_by(stack: LocalStack, run_id: str) -> list[str]:
     return sorted(n.rsplit("-", 1)[-1] for n in names if n.startswith(prefix))
 
 
-def finished(stack: LocalStack, run_id: str, timeout: float = 240) -> dict[str, Any]:
+def finished(stack: LocalStack, run_id: str, timeout: float = 400) -> dict[str, Any]:
     """The run's final state; on timeout, what it went through, to say where it stuck."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -155,7 +155,7 @@ def test_a_long_wait_suspends_holds_no_process_and_is_resumed_by_the_events(serv
         output_bucket=BUCKET,
     )
     suspended = wait_until(
-        lambda: state(served, run_id)["name"] == "Suspended", timeout=120, interval=0.3
+        lambda: state(served, run_id)["name"] == "Suspended", timeout=300, interval=0.3
     )
     assert suspended
     # The run's process has exited: nothing holds a slot while the command runs.
@@ -190,7 +190,7 @@ def test_a_lost_event_is_settled_when_the_deadline_resumes_the_run(served) -> No
         result_grace=5,
         suspend_after=3,
     )
-    wait_until(lambda: state(served, run_id)["name"] == "Suspended", timeout=120, interval=0.3)
+    wait_until(lambda: state(served, run_id)["name"] == "Suspended", timeout=300, interval=0.3)
     done = finished(served, run_id)
     assert done["type"] == "COMPLETED", done
     assert resumed_by(served, run_id) == ["deadline"]

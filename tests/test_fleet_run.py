@@ -404,11 +404,16 @@ def test_an_operator_approves_one_batch_and_stops_the_next(cloud, prefect_server
     runner.start()
     for answer in ({"proceed": True, "note": "looks good"}, {"proceed": False, "note": "enough"}):
         flow_run_id = wait_until(lambda: _paused_run(prefect_server, since), timeout=60)
-        response = httpx.post(
-            f"{prefect_server.api_url}/flow_runs/{flow_run_id}/resume",
-            json={"run_input": answer},
-        )
-        assert response.json()["status"] == "ACCEPT", response.text
+
+        def resumed(run: str = flow_run_id, given: dict[str, Any] = answer) -> bool:
+            # The pause's input form is saved just after the Paused state: until then the
+            # server refuses the input, so the answer is given until it is accepted.
+            response = httpx.post(
+                f"{prefect_server.api_url}/flow_runs/{run}/resume", json={"run_input": given}
+            )
+            return response.status_code < 300 and response.json().get("status") == "ACCEPT"
+
+        wait_until(resumed, timeout=30, interval=0.3)
         wait_until(lambda: _paused_run(prefect_server, since) is None, timeout=30)
     runner.join(timeout=120)
     state = outcome["state"]

@@ -238,7 +238,9 @@ def test_a_retried_flow_run_reuses_its_instances(cloud) -> None:
     )
     assert statuses(report) == [("Success", 0)] * 3
     calls = cloud.api_calls()["Ecs"]
-    assert calls["RunInstances"] == 2 and calls["RunCommand"] == 2
+    # The retry finds the launch in its persisted result (and RunInstances' ClientToken
+    # would give the same instances back anyway); RunCommand failed, so it runs again.
+    assert calls["RunInstances"] == 1 and calls["RunCommand"] == 2
     listed = (
         cloud.credentials()
         .ecs_client()
