@@ -6,8 +6,11 @@ server errors with back-off, honouring the server's `x-acs-retry-after`.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Required, TypedDict, Unpack
+from typing import Required, TypedDict, TypeVar, Unpack
 
 import oss2
 from alibabacloud_credentials.client import Client as CredentialClient
@@ -19,6 +22,8 @@ from alibabacloud_tea_openapi.models import Config
 from darabonba.policy.retry import RetryCondition, RetryOptions
 
 THROTTLING_CODES = ["Throttling", "Throttling.User", "Throttling.Api", "ServiceUnavailable"]
+CACHE_SIZE = 64
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -127,3 +132,31 @@ def oss_bucket(
         auth = oss2.AuthV4(access_key_id, access_key_secret)
     host = endpoint.oss or f"oss-{region}.aliyuncs.com"
     return oss2.Bucket(auth, f"{endpoint.protocol}://{host}", bucket, region=region)
+
+
+_CACHE: OrderedDict[Hashable, object] = OrderedDict()
+_LOCK = threading.Lock()
+
+
+def cached(key: Hashable, make: Callable[[], T]) -> T:
+    """The client made for `key` before, else `make()`'s, kept (at most `CACHE_SIZE`, least
+    recently used dropped), as prefect-aws keeps its boto3 clients: one per credentials and
+    endpoint, not one per task call. The SDK clients and oss2 buckets are safe to share
+    across threads. `key` must not hold a secret (`AlibabaCloudCredentials` passes a digest)."""
+    with _LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]  # type: ignore[return-value]
+    made = make()
+    with _LOCK:
+        kept = _CACHE.setdefault(key, made)
+        _CACHE.move_to_end(key)
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return kept  # type: ignore[return-value]
+
+
+def clear_cache() -> None:
+    """Forget every cached client (after rotating keys in place, say)."""
+    with _LOCK:
+        _CACHE.clear()

@@ -29,6 +29,7 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 logger = logging.getLogger(__name__)
 
 SUSPENDED_EVENT = "runbooks.wait.suspended"
+RUNNING_EVENT = "prefect.flow-run.Running"  # the run is back: the deadline is not needed
 MIN_PROACTIVE_SECONDS = 10  # Prefect's floor for a Proactive trigger's window
 RESUME_MARGIN = timedelta(minutes=10)  # a suspend outlives its deadline automation by this
 
@@ -82,16 +83,18 @@ async def arm(
             ),
             **common,
         ),
+        # Keyed on the run itself (the suspended event's resource): Prefect's resume action
+        # finds the run to resume in the bucket's labels, as a Proactive firing has no event.
         AutomationCore(
             name=f"runbooks-resume-{flow_run_id}-{key}-deadline",
             description=f"Resume run {flow_run_id} at its deadline to reconcile what is missing",
             trigger=EventTrigger(
                 after={SUSPENDED_EVENT},
-                expect={event},
-                match_related=match_related,
-                for_each={"related:flow-run:prefect.resource.id"},
+                expect={RUNNING_EVENT},
+                match={"prefect.resource.id": run},
+                for_each={"prefect.resource.id"},
                 posture=Posture.Proactive,
-                threshold=expected,
+                threshold=1,
                 within=timedelta(seconds=window),
             ),
             **common,
@@ -109,14 +112,12 @@ async def announce(flow_run_id: UUID, key: str, expected: int, deadline: datetim
         "id": str(uuid.uuid4()),
         "occurred": now.isoformat(),
         "event": SUSPENDED_EVENT,
-        "resource": {
-            "prefect.resource.id": f"runbooks.wait.{flow_run_id}.{key}",
-            "prefect.resource.name": key,
-        },
+        "resource": {"prefect.resource.id": flow_run_resource(flow_run_id)},
         "related": [
             {
-                "prefect.resource.id": flow_run_resource(flow_run_id),
-                "prefect.resource.role": "flow-run",
+                "prefect.resource.id": f"runbooks.wait.{flow_run_id}.{key}",
+                "prefect.resource.role": "wait",
+                "prefect.resource.name": key,
             }
         ],
         "payload": {"expected": expected, "deadline": deadline.isoformat()},

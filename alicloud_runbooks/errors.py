@@ -7,6 +7,7 @@ the code, the message and the request id.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -113,3 +114,27 @@ def cloud_call(doing: str) -> Iterator[None]:
 def call(doing: str, fn: Callable[[], T]) -> T:
     with cloud_call(doing):
         return fn()
+
+
+TASK_LOGGER = "prefect.task_runs"
+
+
+class OneLineTaskFailures(logging.Filter):
+    """Prefect logs a failed task's exception with its traceback, then the flow run logs the
+    same exception again with another when it propagates: two tracebacks for one failure. An
+    `AlibabaCloudError` already says what, why and what to do, so the task's record keeps its
+    one line and the flow run's keeps Prefect's traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, AlibabaCloudError) and str(record.msg).startswith("Task run failed"):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def log_task_failures_on_one_line() -> None:
+    """Install `OneLineTaskFailures` on Prefect's task run logger (once)."""
+    logger = logging.getLogger(TASK_LOGGER)
+    if not any(isinstance(f, OneLineTaskFailures) for f in logger.filters):
+        logger.addFilter(OneLineTaskFailures())

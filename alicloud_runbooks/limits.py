@@ -20,6 +20,8 @@ from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.concurrency.asyncio import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
+from alicloud_runbooks.text import plural
+
 WAIT_NOTICE_SECONDS = 5.0
 LEASE_SECONDS = 300.0
 
@@ -45,9 +47,9 @@ async def prepare_limit(
                 existing = await client.read_global_concurrency_limit_by_name(name)
             else:
                 log.info(
-                    "Created the global concurrency limit %r: %d instances at once across runs",
+                    "Created the global concurrency limit %r: %s at once across runs",
                     name,
-                    wanted,
+                    plural(wanted, "instance"),
                 )
                 return wanted
     if not existing.active:

@@ -3,17 +3,31 @@ artifact and the markdown summary are all made from these models."""
 
 from __future__ import annotations
 
+import re
 import statistics
+from collections.abc import Callable
 from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from alicloud_runbooks.cloud_assistant import Invocation
-from alicloud_runbooks.waiter import WaitResult
+from alicloud_runbooks.events.names import instance_resource
+from alicloud_runbooks.waiter import Settlement, WaitResult
 
 OutputSource = Literal["oss", "inline", "inline-truncated", "none"]
 PREVIEW_CHARS = 120
+PREVIEW_LINES = 3
+EVENT_ROWS = 50
+"""Instances listed with links to their events in the summary (failed ones first)."""
+STEPS = ("heartbeat", "result", "output")
+
+
+class EventRef(BaseModel):
+    """A Prefect event that settled a wait: enough for its page in the UI."""
+
+    id: str
+    occurred: datetime | None = None
 
 
 class InstanceReport(BaseModel):
@@ -27,20 +41,38 @@ class InstanceReport(BaseModel):
     output: str | None = None
     output_source: OutputSource = "none"
     settled_by: dict[str, Literal["event", "reconciliation"]] = Field(default_factory=dict)
+    events: dict[str, EventRef] = Field(
+        default_factory=dict, description="per step, the event that settled it"
+    )
     error: str | None = None
+
+    def settled(self, step: str, settlement: Settlement) -> None:
+        """Record how `step` (heartbeat, result, output) was settled, and by which event."""
+        self.settled_by[step] = settlement.by
+        if settlement.event_id:
+            self.events[step] = EventRef(id=settlement.event_id, occurred=settlement.relayed_at)
 
     @property
     def succeeded(self) -> bool:
         return self.status == "Success" and self.exit_code in (0, None) and not self.error
 
-    @property
-    def preview(self) -> str:
+    def tail(self, lines: int = PREVIEW_LINES) -> str:
+        """The last `lines` non-empty lines of the output, each cut at `PREVIEW_CHARS`, joined
+        by ` ⏎ `. Cloud Assistant merges stdout and stderr into one output, so they are the
+        last lines of both, as they were written."""
         text = (self.output or "").strip()
-        last = text.splitlines()[-1] if text else ""
-        preview = last if len(last) <= PREVIEW_CHARS else last[: PREVIEW_CHARS - 1] + "…"
+        last = [line for line in text.splitlines() if line.strip()][-lines:] if text else []
+        cut = [
+            line if len(line) <= PREVIEW_CHARS else line[: PREVIEW_CHARS - 1] + "…" for line in last
+        ]
+        preview = " ⏎ ".join(cut)
         if self.output_source == "inline-truncated":
             preview += " [inline, truncated at 24 KB]"
         return preview
+
+    @property
+    def preview(self) -> str:
+        return self.tail()
 
     def row(self) -> dict[str, object]:
         return {
@@ -133,7 +165,8 @@ class RunReport(BaseModel):
     def rows(self) -> list[dict[str, object]]:
         return [i.row() for i in self.instances]
 
-    def markdown(self) -> str:
+    def markdown(self, event_url: EventUrl | None = None, feed_url: FeedUrl | None = None) -> str:
+        """The summary; `event_url` and `feed_url` make links to the UI's event pages."""
         ok = len(self.instances) - len(self.failed)
         lines = [
             f"# {self.flow}: {ok} of {len(self.instances)} "
@@ -177,7 +210,56 @@ class RunReport(BaseModel):
                 for i in self.failed
             ]
         lines += ["", "Instances " + ("deleted." if self.deleted else "kept.")]
+        lines += events_section(self.instances, event_url, feed_url)
         return "\n".join(lines)
+
+
+EventUrl = Callable[[EventRef], str | None]
+FeedUrl = Callable[[str], str | None]
+"""The UI's event feed for one resource id (its events, and the runs' that name it)."""
+
+
+def _event_cell(row: InstanceReport, step: str, event_url: EventUrl | None) -> str:
+    by = row.settled_by.get(step)
+    if by is None:
+        return "-"
+    if by == "reconciliation":
+        return "reconciliation"
+    ref = row.events.get(step)
+    if ref is None:
+        return "event"
+    url = event_url(ref) if event_url else None
+    return f"[event]({url})" if url else f"event `{ref.id}`"
+
+
+def events_section(
+    instances: list[InstanceReport], event_url: EventUrl | None, feed_url: FeedUrl | None = None
+) -> list[str]:
+    """Per instance (failed first, at most `EVENT_ROWS`), what settled each step: a link to
+    the Alibaba event's page, or reconciliation; the instance links its event feed."""
+    steps = [s for s in STEPS if any(s in i.settled_by for i in instances)]
+    if not steps:
+        return []
+    ordered = sorted(instances, key=lambda i: i.succeeded)
+    lines = [
+        "",
+        "## What settled each step",
+        "",
+        "| instance | " + " | ".join(steps) + " |",
+        "|---|" + "---|" * len(steps),
+    ]
+    for row in ordered[:EVENT_ROWS]:
+        cells = " | ".join(_event_cell(row, step, event_url) for step in steps)
+        feed = feed_url(instance_resource(row.instance_id)) if feed_url else None
+        name = f"[`{row.instance_id}`]({feed})" if feed else f"`{row.instance_id}`"
+        lines.append(f"| {name} | {cells} |")
+    if len(ordered) > EVENT_ROWS:
+        lines += [
+            "",
+            f"… and {len(ordered) - EVENT_ROWS} more instances: the run's "
+            "`runbooks.wait.settled` events name every event that settled a step.",
+        ]
+    return lines
 
 
 def _ms(value: float | None) -> str:
@@ -247,7 +329,7 @@ class FleetReport(RunReport):
         """Instances that ran, or were meant to, and failed (not those never started)."""
         return [i for i in self.instances if not i.succeeded and i.status != NOT_STARTED]
 
-    def markdown(self) -> str:
+    def markdown(self, event_url: EventUrl | None = None, feed_url: FeedUrl | None = None) -> str:
         total = len(self.instances)
         ok = total - len(self.failed)
         lines = [
@@ -306,4 +388,67 @@ class FleetReport(RunReport):
                 "",
                 shown + (f" and {more} more" if more > 0 else "") + ".",
             ]
+        lines += events_section(self.instances, event_url, feed_url)
         return "\n".join(lines)
+
+
+HEAD_LINES = 200
+TAIL_LINES = 200
+LINE_CHARS = 500
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any run of backticks in `text`, so the output cannot end it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def output_markdown(row: InstanceReport, link: str | None = None, link_hours: float = 0) -> str:
+    """One instance's output as a markdown artifact: all of it when short, else the first
+    `HEAD_LINES` and the last `TAIL_LINES` lines with a marker of what was cut (lines longer
+    than `LINE_CHARS` are cut too); `link` is where the whole output can be downloaded."""
+    text = row.output or ""
+    lines = text.splitlines()
+    cut_lines = max(0, len(lines) - HEAD_LINES - TAIL_LINES)
+    if cut_lines:
+        marker = (
+            f"… {cut_lines:,} lines cut (lines {HEAD_LINES + 1:,} to "
+            f"{HEAD_LINES + cut_lines:,} of {len(lines):,}) …"
+        )
+        shown = [*lines[:HEAD_LINES], marker, *lines[-TAIL_LINES:]]
+    else:
+        shown = lines
+    long_lines = sum(1 for line in shown if len(line) > LINE_CHARS)
+    shown = [line if len(line) <= LINE_CHARS else line[:LINE_CHARS] + " …" for line in shown]
+    body = "\n".join(shown)
+    fence = _fence(body)
+    status = row.status + (f", exit code {row.exit_code}" if row.exit_code is not None else "")
+    source = {
+        "oss": f"the full output, from OSS `{row.oss_uri}`",
+        "inline": "the output returned by DescribeInvocationResults",
+        "inline-truncated": "the output returned by DescribeInvocationResults, which keeps "
+        "only its first 24 KB (no OSS output delivery)",
+        "none": "no output",
+    }[row.output_source]
+    parts = [
+        f"# Output of `{row.instance_id}` ({status})",
+        "",
+        f"Invocation `{row.invoke_id or '-'}`: {source}, {len(text.encode()):,} bytes in "
+        f"{len(lines):,} lines. Cloud Assistant merges stdout and stderr into this one output.",
+    ]
+    if row.error:
+        parts += ["", f"**Error:** {row.error}"]
+    if link:
+        valid = f" (valid {link_hours:g} h from the run's end)" if link_hours else ""
+        parts += ["", f"[Download the whole output]({link}){valid}."]
+    elif row.oss_uri:
+        parts += ["", f"The whole output: `{row.oss_uri}`."]
+    notes = []
+    if cut_lines:
+        notes.append(f"the middle {cut_lines:,} lines are cut")
+    if long_lines:
+        notes.append(f"{long_lines} lines longer than {LINE_CHARS} characters are cut")
+    if notes:
+        parts += ["", "Shown: " + "; ".join(notes) + "."]
+    parts += ["", fence + "text", body, fence] if text else ["", "_(no output)_"]
+    return "\n".join(parts)

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.events.filters import (
     EventFilter,
     EventNameFilter,
@@ -41,7 +42,9 @@ from alicloud_runbooks.reconciliation import (
     reconcile_with_retry,
 )
 from alicloud_runbooks.stream import EventStream
+from alicloud_runbooks.text import plural
 from alicloud_runbooks.times import parse_time
+from alicloud_runbooks.watch import Watch, WatchPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +170,9 @@ class EventWait:
     moves its progress); it must not block, and what it raises is logged, not propagated."""
     reread_every: float = 3.0
     subscribe_timeout: float = 5.0
+    watch: WatchPolicy | None = field(default_factory=WatchPolicy)
+    """Progress lines, the progress artifact and stall warnings (`alicloud_runbooks.watch`);
+    None for none."""
 
     def __post_init__(self) -> None:
         self._by_resource = {self.resource_of(key): key for key in self.keys}
@@ -207,7 +213,11 @@ class _Waiting:
     """One wait in progress: a consumer of the stream and the rules of reconciliation."""
 
     def __init__(
-        self, spec: EventWait, reconcile: Reconciler | None, log: logging.Logger | Any
+        self,
+        spec: EventWait,
+        reconcile: Reconciler | None,
+        log: logging.Logger | Any,
+        stream: EventStream | None = None,
     ) -> None:
         self.spec = spec
         self.reconcile_fn = reconcile
@@ -237,12 +247,25 @@ class _Waiting:
         self.gap = False
         self.listening = False
         self._wake = asyncio.Event()
+        self.watch: Watch | None = None
+        if spec.watch is not None:
+            self.watch = Watch(
+                spec.name,
+                len(self.open),
+                spec.watch,
+                log,
+                connected=lambda: stream is not None and stream.connected,
+                in_run=FlowRunContext.get() is not None or TaskRunContext.get() is not None,
+                clock=self.loop.time,
+            )
 
     # ----- the stream's consumer
     def offer(self, event: Event, *, live: bool, received_at: datetime) -> bool:
         key = self.spec.key_of(event)
         if key is None:
             return False
+        if self.watch is not None:
+            self.watch.saw_event()
         reason = self.spec.not_ours(event)
         if reason is not None:
             if event.id not in self.ignored_ids:
@@ -405,11 +428,11 @@ class _Waiting:
                 self.given_up.update(still)
                 self.reconcile_error = error
                 self.log.error(
-                    "%s: reconciliation failed (%s); %d keys stay unknown, %d settled by "
+                    "%s: reconciliation failed (%s); %s stay unknown, %d settled by "
                     "event keep their results",
                     self.spec.name,
                     error,
-                    len(still),
+                    plural(len(still), "key"),
                     len(self.settled),
                 )
             else:
@@ -437,6 +460,8 @@ class _Waiting:
                 self._settle(
                     Settlement(key=key, by="reconciliation", settled_at=now, data=answer.data)
                 )
+                if self.watch is not None:
+                    self.watch.lost(1)
                 continue
             self.last_known[key] = answer.data
             moved = self._deadline_from(answer, now)
@@ -473,8 +498,16 @@ class _Waiting:
                 continue
             if now >= self.hold_until:
                 return  # a durable wait: the keys still open are for a resumed run
+            report_at = math.inf if self.watch is None else self.watch.next_at
+            if now >= report_at:
+                await self.report()
+                continue
             wake_at = min(
-                next_read, straggler_at, self.hold_until, *(self.deadline[k] for k in active)
+                next_read,
+                straggler_at,
+                report_at,
+                self.hold_until,
+                *(self.deadline[k] for k in active),
             )
             await self.pause(wake_at - now)
 
@@ -484,6 +517,20 @@ class _Waiting:
             return None
         seconds = min(self.deadline[k] for k in active) - self.loop.time()
         return datetime.now(UTC) + timedelta(seconds=max(0.0, seconds))
+
+    async def report(self) -> None:
+        assert self.watch is not None
+        try:
+            await self.watch.tick(len(self.settled), len(self.open))
+        except Exception as exc:
+            self.log.warning("%s: could not report progress: %s", self.spec.name, exc)
+
+    async def close(self) -> None:
+        if self.watch is not None:
+            try:
+                await self.watch.close(len(self.settled), len(self.open))
+            except Exception as exc:
+                self.log.warning("%s: could not close its progress: %s", self.spec.name, exc)
 
     def result(self, stream: EventStream) -> WaitResult:
         return WaitResult(
@@ -530,10 +577,15 @@ async def wait_for_events(
         )
         async with own:
             return await wait_for_events(spec, reconcile, log, own)
-    waiting = _Waiting(spec, reconcile, log)
+    waiting = _Waiting(spec, reconcile, log, stream)
     stream.attach(waiting)
     try:
         await waiting.run()
+    except BaseException:
+        if waiting.watch is not None:
+            waiting.watch.abandon()
+        raise
     finally:
         stream.detach(waiting)
+    await waiting.close()
     return waiting.result(stream)

@@ -48,10 +48,12 @@ async def _start(instance_ids: list[str], seconds: float) -> list[str]:
                 deployment.id,
                 parameters={
                     "credentials_block": BLOCK,
-                    "script": f"sleep {seconds}; echo done",
                     "instance_ids": [instance_id],
-                    "timeout": int(seconds * 6),
-                    "suspend_after": 2,
+                    "command": {
+                        "script": f"sleep {seconds}; echo done",
+                        "timeout": int(seconds * 6),
+                        "suspend_after": 2,
+                    },
                 },
             )
             runs.append(str(run.id))

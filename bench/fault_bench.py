@@ -38,6 +38,7 @@ from alicloud_runbooks.stream import EventStream
 from alicloud_runbooks.waiter import Owner, wait_for_events
 from alisim.config import zero_delay_settings
 from flows.provision_and_run import provision_and_run
+from flows.steps import CommandSpec
 from local_stack.stack import LocalStack, flush_prefect_clients
 
 BUCKET = "fault-bench-outputs"
@@ -118,12 +119,11 @@ def run(stack: LocalStack, label: str, instances: int, plan: dict[str, Any] | No
     report = asyncio.run(
         provision_and_run(
             count=instances,
-            script=SCRIPT,
-            output_bucket=BUCKET,
+            command=CommandSpec(
+                script=SCRIPT, output_bucket=BUCKET, result_grace=120, delivery_timeout=120
+            ),
             credentials=stack.credentials(),
             heartbeat_timeout=120,
-            result_grace=120,
-            delivery_timeout=120,
             on_failure="continue",
             name="fault-bench",
         )

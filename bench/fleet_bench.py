@@ -34,6 +34,7 @@ from alicloud_runbooks.rate_control import RateControl
 from alicloud_runbooks.report import FleetReport
 from alisim.config import zero_delay_settings
 from flows.fleet_run import fleet_run
+from flows.steps import CommandSpec
 from local_stack.stack import LocalStack, flush_prefect_clients
 
 SCRIPT = "echo ok"
@@ -100,7 +101,10 @@ def run(
     started = time.perf_counter()
     report = asyncio.run(
         fleet_run(
-            script=SCRIPT, instance_ids=ids, rate_control=control, credentials=stack.credentials()
+            CommandSpec(script=SCRIPT),
+            instance_ids=ids,
+            rate_control=control,
+            credentials=stack.credentials(),
         )
     )
     wall = time.perf_counter() - started

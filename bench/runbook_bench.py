@@ -37,6 +37,7 @@ from prefect.logging.handlers import PrefectConsoleHandler
 from alicloud_runbooks.report import RunReport
 from alisim.config import BootTime, Settings, zero_delay_settings
 from flows.provision_and_run import provision_and_run
+from flows.steps import CommandSpec
 from local_stack.polling import PollingEstimate, estimate
 from local_stack.stack import LocalStack, flush_prefect_clients
 
@@ -126,8 +127,7 @@ def run_flow(stack: LocalStack, instances: int) -> RunFigures:
     report = asyncio.run(
         provision_and_run(
             count=instances,
-            script=SCRIPT,
-            output_bucket=BUCKET,
+            command=CommandSpec(script=SCRIPT, output_bucket=BUCKET),
             credentials=stack.credentials(),
             heartbeat_timeout=60,
             on_failure="continue",

@@ -11,11 +11,18 @@ from prefect import flow, get_run_logger
 from alicloud_runbooks.blocks import AlibabaCloudCredentials, resolve_credentials
 from alicloud_runbooks.rate_control import RateControl
 from alicloud_runbooks.report import NOT_STARTED, FleetReport, InstanceReport
+from alicloud_runbooks.text import plural
 from alicloud_runbooks.waiter import Owner
 from flows.rollout import Rollout
-from flows.steps import CommandSpec, RunbookFailed, reporting, stop_unfinished_commands
+from flows.steps import (
+    CommandSpec,
+    RunbookFailed,
+    publish,
+    reporting,
+    stop_unfinished_commands,
+)
 from tasks.instances import select_instances, stack_instances
-from tasks.reporting import publish_report
+from tasks.reporting import FullOutputs
 
 DEFAULT_RATE_CONTROL = RateControl()
 """Batches of 10%, whole batches at once, the first failure stops the run (OOS's MaxErrors 0)."""
@@ -45,31 +52,35 @@ def _describe_targets(
 
 @flow(name="fleet-run")
 async def fleet_run(
-    script: str,
+    command: CommandSpec,
     instance_ids: list[str] | None = None,
     tags: dict[str, str] | None = None,
     stack_id: str | None = None,
     rate_control: RateControl = DEFAULT_RATE_CONTROL,
-    command_type: str = "RunShellScript",
-    parameters: dict[str, str] | None = None,
-    timeout: int = 60,
-    output_bucket: str | None = None,
-    output_prefix: str = "runbooks",
-    result_grace: float = 30,
-    start_timeout: float = 300,
-    delivery_timeout: float = 60,
-    name: str = "fleet-run",
+    full_outputs: FullOutputs = None,
     credentials: AlibabaCloudCredentials | None = None,
     credentials_block: str | None = None,
 ) -> FleetReport:
-    """The fleet: `instance_ids`, the running instances carrying all of `tags`, or the ECS
-    instances of ROS stack `stack_id`. `rate_control`: mode (batch / concurrency), batch size,
-    concurrency, max_errors (counts or percentages), canary, pauses, approvals, and
-    `max_concurrency` across runs. The run fails if it stopped early (the report says why and
-    which instances were never started); failures within the budget are reported and logged.
+    """Run `command` across the fleet: `instance_ids`, the running instances carrying all of
+    `tags`, or the ECS instances of ROS stack `stack_id`. `rate_control`: mode (batch /
+    concurrency), batch size, concurrency, max_errors (counts or percentages), canary, pauses,
+    approvals, and `max_concurrency` across runs. The run fails if it stopped early (the
+    report says why and which instances were never started); failures within the budget are
+    reported and logged. `full_outputs` as in `provision-and-run`.
 
-    Example: `await fleet_run("yum -y update", tags={"env": "staging"},
-    rate_control=RateControl(batch_size="20%", max_errors="5%", canary=2))`"""
+    Example:
+        ```python
+        import asyncio
+        from alicloud_runbooks.rate_control import RateControl
+        from flows.fleet_run import fleet_run
+        from flows.steps import CommandSpec
+
+        report = asyncio.run(fleet_run(
+            CommandSpec(script="yum -y update"), tags={"env": "staging"},
+            rate_control=RateControl(batch_size="20%", max_errors="5%", canary=2),
+        ))
+        ```
+    """
     credentials = await resolve_credentials(credentials, credentials_block)
     owner = Owner(account_id=credentials.resolve_account_id(), region=credentials.region_id)
     report = FleetReport(
@@ -78,7 +89,10 @@ async def fleet_run(
         targets=_describe_targets(instance_ids, tags, stack_id),
         rate_control=rate_control.model_dump(mode="json"),
     )
-    async with reporting(report, "fleet-run"):
+    # Its groups wait side by side: suspending the run from one would cut the others short,
+    # so a fleet run waits in process (its batches keep each wait short).
+    spec = command.named("fleet-run").model_copy(update={"suspend_after": None})
+    async with reporting(report, "fleet-run", credentials, full_outputs):
         if stack_id:
             chosen = stack_instances(credentials, stack_id)
         else:
@@ -87,21 +101,6 @@ async def fleet_run(
             get_run_logger().warning("No instance to run on: %s is empty", report.targets)
         rows = {i: InstanceReport(instance_id=i, status=NOT_STARTED) for i in chosen}
         report.instances = list(rows.values())
-        spec = CommandSpec(
-            script=script,
-            name=name,
-            command_type=command_type,
-            parameters=parameters,
-            timeout=timeout,
-            output_bucket=output_bucket,
-            output_prefix=output_prefix,
-            result_grace=result_grace,
-            start_timeout=start_timeout,
-            delivery_timeout=delivery_timeout,
-            # Its groups wait side by side: suspending the run from one would cut the others
-            # short, so a fleet run waits in process (its batches keep each wait short).
-            suspend_after=None,
-        )
         rollout = Rollout(credentials, spec, rate_control, owner, report, rows)
         try:
             await rollout.run(rate_control.plan(chosen))
@@ -111,18 +110,20 @@ async def fleet_run(
                 credentials, report, f"the run is ending ({type(exc).__name__})"
             )
             raise
-    return _finish(report)
+    return _finish(report, credentials, full_outputs)
 
 
-def _finish(report: FleetReport) -> FleetReport:
+def _finish(
+    report: FleetReport, credentials: AlibabaCloudCredentials, full_outputs: FullOutputs
+) -> FleetReport:
     logger = get_run_logger()
     report.finished_at = datetime.now(UTC)
-    publish_report(report, "fleet-run")
+    publish(report, "fleet-run", credentials, full_outputs)
     total = len(report.instances)
     logger.info(
-        "%d of %d instances succeeded, %d failed, %d not started",
+        "%d of %s succeeded, %d failed, %d not started",
         total - len(report.failed),
-        total,
+        plural(total, "instance"),
         len(report.errors),
         len(report.not_started),
     )

@@ -12,6 +12,7 @@ from alicloud_runbooks.blocks import AlibabaCloudCredentials, resolve_credential
 from alicloud_runbooks.events import names
 from alicloud_runbooks.report import InstanceReport, RunReport, WaitSummary
 from alicloud_runbooks.stream import EventStream
+from alicloud_runbooks.text import plural
 from alicloud_runbooks.waiter import Owner
 from flows.steps import (
     CommandSpec,
@@ -23,64 +24,58 @@ from flows.steps import (
     will_retry,
 )
 from tasks.instances import delete_instances, launch_instances
+from tasks.reporting import FullOutputs
 from tasks.waits import wait_for_heartbeats
 
 DEFAULT_IMAGE = "aliyun_3_x64_20G_alibase_20240819.vhd"
 
 
+DEFAULT_COMMAND = CommandSpec(script='echo "hello from $(hostname)"')
+
+
 @flow(name="provision-and-run")
 async def provision_and_run(
     count: int = 1,
-    script: str = 'echo "hello from $(hostname)"',
+    command: CommandSpec = DEFAULT_COMMAND,
     image_id: str = DEFAULT_IMAGE,
     instance_type: str = "ecs.g7.large",
-    command_type: str = "RunShellScript",
-    parameters: dict[str, str] | None = None,
-    timeout: int = 60,
-    output_bucket: str | None = None,
-    output_prefix: str = "runbooks",
     keep_instances: bool = False,
     on_failure: FailurePolicy = "fail",
     heartbeat_timeout: float = 300,
-    result_grace: float = 30,
-    start_timeout: float = 300,
-    delivery_timeout: float = 60,
-    suspend_after: float | None = 300,
     tags: dict[str, str] | None = None,
     name: str = "provision-and-run",
+    full_outputs: FullOutputs = None,
     credentials: AlibabaCloudCredentials | None = None,
     credentials_block: str | None = None,
 ) -> RunReport:
-    """`count` instances, one command on all of them, outputs from OSS (`output_bucket`) or
-    inline. `on_failure="fail"` fails the run if any instance fails; `"continue"` reports.
-    Deadlines: `heartbeat_timeout` from launch; a command may wait `start_timeout` to start
-    and then has its `timeout` plus `result_grace`; `delivery_timeout` for the OSS output.
+    """Launch `count` instances, wait for their first heartbeats (`heartbeat_timeout` from
+    launch), run `command` on them, collect the results and outputs (OSS with
+    `command.output_bucket`, else inline), then delete them (unless `keep_instances`).
+    `on_failure="fail"` fails the run if any instance fails; `"continue"` reports. `name`
+    names the instances (and the command, unless it has a name). The failed instances'
+    outputs, and those in `full_outputs` (ids or "all"), are artifacts of the run.
     Lost events are recovered early by batched reconciliation of the stragglers; a command
     with no final status in the end is stopped, never left running unseen. A deployed run
     whose results are still awaited after `suspend_after` seconds suspends (no process held)
     and is resumed by the events or at the deadline. Credentials: `credentials`, else the
     saved block named `credentials_block`, else the environment and the default chain.
 
-    Example: `asyncio.run(provision_and_run(count=3, script="uptime"))`"""
+    Example:
+        ```python
+        import asyncio
+        from flows.provision_and_run import provision_and_run
+        from flows.steps import CommandSpec
+
+        report = asyncio.run(provision_and_run(count=3, command=CommandSpec(script="uptime")))
+        ```
+    """
     credentials = await resolve_credentials(credentials, credentials_block)
     owner = Owner(account_id=credentials.resolve_account_id(), region=credentials.region_id)
     report = RunReport(flow="provision-and-run", started_at=datetime.now(UTC))
-    command = CommandSpec(
-        script=script,
-        name=name,
-        command_type=command_type,
-        parameters=parameters,
-        timeout=timeout,
-        output_bucket=output_bucket,
-        output_prefix=output_prefix,
-        result_grace=result_grace,
-        start_timeout=start_timeout,
-        delivery_timeout=delivery_timeout,
-        suspend_after=suspend_after,
-    )
+    command = command.named(name)
     # Subscribed before launching, so no heartbeat slips between the call and the wait.
     async with (
-        reporting(report, "provision-and-run"),
+        reporting(report, "provision-and-run", credentials, full_outputs),
         EventStream([names.FIRST_HEARTBEAT], get_run_logger()) as heartbeat_events,
     ):
         launched = launch_instances(
@@ -101,7 +96,7 @@ async def provision_and_run(
             await heartbeat_events.close()
             report.waits.append(WaitSummary.of(heartbeats.wait))
             for instance_id, settled in heartbeats.wait.settled.items():
-                rows[instance_id].settled_by["heartbeat"] = settled.by
+                rows[instance_id].settled("heartbeat", settled)
             for instance_id, seconds in heartbeats.seconds.items():
                 rows[instance_id].heartbeat_seconds = seconds
             for instance_id, error in heartbeats.errors.items():
@@ -116,7 +111,8 @@ async def provision_and_run(
         except BaseException as exc:
             if will_retry():
                 get_run_logger().warning(
-                    "Keeping %d instances for the flow run's retry", len(launched.instance_ids)
+                    "Keeping %s for the flow run's retry",
+                    plural(len(launched.instance_ids), "instance"),
                 )
                 raise
             if not keep_instances:
@@ -138,4 +134,4 @@ async def provision_and_run(
         if not keep_instances:
             delete_instances(credentials, launched.instance_ids)
             report.deleted = True
-    return finish(report, "provision-and-run", on_failure)
+    return finish(report, "provision-and-run", on_failure, credentials, full_outputs)

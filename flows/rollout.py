@@ -36,6 +36,7 @@ from alicloud_runbooks.report import (
     RunReport,
 )
 from alicloud_runbooks.stream import EventStream
+from alicloud_runbooks.text import noun, plural
 from alicloud_runbooks.waiter import Owner
 from flows.steps import CommandSpec, command_events, run_and_collect
 
@@ -98,10 +99,9 @@ class Rollout:
             self.report.concurrency_limit = self.limit_name
             self.report.concurrency_limit_slots = self.limit_slots
         self.log.info(
-            "%d instances in %d batch%s (%s mode); error budget %d (max_errors %s)%s",
-            plan.total,
-            len(plan.batches),
-            "" if len(plan.batches) == 1 else "es",
+            "%s in %s (%s mode); error budget %d (max_errors %s)%s",
+            plural(plan.total, "instance"),
+            plural(len(plan.batches), "batch", "batches"),
             self.control.mode,
             plan.budget,
             self.control.max_errors,
@@ -132,9 +132,9 @@ class Rollout:
             elif self.stopped:
                 self.report.stopped_reason = self.stopped
                 self.log.error(
-                    "Stopped: %s. %d instances not started: %s",
+                    "Stopped: %s. %s not started: %s",
                     self.stopped,
-                    len(self.report.not_started),
+                    plural(len(self.report.not_started), "instance"),
                     ", ".join(self.report.not_started[:20])
                     + (" …" if len(self.report.not_started) > 20 else ""),
                 )
@@ -179,11 +179,11 @@ class Rollout:
             },
         )
         self.log.info(
-            "Batch %d of %d%s: %d instances, %d at once",
+            "Batch %d of %d%s: %s, %d at once",
             batch.number,
             batches,
             " (canary)" if batch.canary else "",
-            batch.size,
+            plural(batch.size, "instance"),
             width,
         )
         if self.progress:
@@ -322,6 +322,7 @@ class Rollout:
                 events=events,
                 on_result=settled,
                 while_running=self._slots(group, record, held),
+                report_progress=False,  # the fleet's own progress artifact and batch lines
             )
         except Exception as exc:
             if report.invocations or not held.acquired:
@@ -330,8 +331,8 @@ class Rollout:
                 row = self.rows[instance_id]
                 row.status, row.error = START_FAILED, f"RunCommand failed: {exc}"
             self.log.error(
-                "RunCommand failed for %d instances (%s): %s",
-                len(group),
+                "RunCommand failed for %s (%s): %s",
+                plural(len(group), "instance"),
                 ", ".join(group[:10]) + (" …" if len(group) > 10 else ""),
                 exc,
             )
@@ -379,13 +380,14 @@ class Rollout:
         if self.ledger.exceeded:
             return (
                 f"the error budget is exceeded after batch {batch.number}: "
-                f"{len(self.ledger.failed)} instances failed, {self.ledger.budget} allowed "
+                f"{plural(len(self.ledger.failed), 'instance')} failed, "
+                f"{self.ledger.budget} allowed "
                 f"(max_errors {self.control.max_errors} of {self.ledger.total})"
             )
         failed = [i for i in batch.instance_ids if i in self.ledger.failed]
         if batch.canary and failed:
             return (
-                f"the canary batch failed on {len(failed)} of {batch.size} instances "
+                f"the canary batch failed on {len(failed)} of {plural(batch.size, 'instance')} "
                 f"({', '.join(failed[:10])})"
             )
         return None
@@ -400,12 +402,13 @@ class Rollout:
             return None
         timeout = self.control.approval_timeout
         self.log.warning(
-            "Batch %d done (%d of %d instances, %d failed): waiting up to %.0fs for approval to "
+            "Batch %d done (%d of %d %s, %d failed): waiting up to %.0fs for approval to "
             "start batch %d. Resume the run in the UI (or POST /api/flow_runs/<id>/resume with "
             "run_input) with proceed=true to go on, false to stop",
             done.number,
             self.ledger.done,
             self.ledger.total,
+            noun(self.ledger.total, "instance"),
             len(self.ledger.failed),
             timeout,
             upcoming.number,

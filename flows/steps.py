@@ -13,7 +13,7 @@ from prefect import get_run_logger
 from prefect.context import FlowRunContext
 from prefect.exceptions import Pause
 from prefect.flow_runs import asuspend_flow_run
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from alicloud_runbooks import durable
 from alicloud_runbooks.blocks import AlibabaCloudCredentials
@@ -29,7 +29,7 @@ from alicloud_runbooks.stream import EventStream
 from alicloud_runbooks.times import parse_time
 from alicloud_runbooks.waiter import Owner
 from tasks import commands, waits
-from tasks.reporting import publish_report
+from tasks.reporting import FullOutputs, publish_outputs, publish_report
 
 FailurePolicy = Literal["fail", "continue"]
 NO_OUTPUT_STATUSES = frozenset({"Invalid", "Aborted", "Cancelled"})
@@ -58,22 +58,66 @@ def _apply(row: InstanceReport, record: InvocationRecord) -> None:
 
 
 class CommandSpec(BaseModel):
-    """What to run and how long each wait may take, as both runbooks take it."""
+    """The command the runbooks run, and how long each of its waits may take: one parameter,
+    `command`, of provision-and-run, run-command and fleet-run (the UI's form shows its fields).
 
-    script: str
-    name: str
-    command_type: str = "RunShellScript"
-    parameters: dict[str, str] | None = None
-    timeout: int = 60
-    output_bucket: str | None = None
-    output_prefix: str | None = "runbooks"
-    result_grace: float = 30
-    start_timeout: float = 300
-    delivery_timeout: float = 60
-    stop_timeout: float = 30
-    suspend_after: float | None = 300
-    """A result wait still open after this many seconds suspends the run (deployed runs only):
-    an hour-long command holds no process. None: always wait in process."""
+    Example:
+        ```python
+        from flows.steps import CommandSpec
+
+        CommandSpec(script="uptime", timeout=120, output_bucket="ops-outputs")
+        ```
+    """
+
+    model_config = ConfigDict(
+        frozen=True,
+        json_schema_extra={
+            "description": "What to run on each instance, and how long each wait may take."
+        },
+    )
+
+    script: str = Field(description="What Cloud Assistant runs on each instance.")
+    name: str | None = Field(
+        default=None, description="The command's name in Cloud Assistant; default: the flow's."
+    )
+    command_type: str = Field(
+        default="RunShellScript", description="RunShellScript, RunPowerShellScript or RunBatScript."
+    )
+    parameters: dict[str, str] | None = Field(
+        default=None, description="Values of the script's {{name}} custom parameters."
+    )
+    timeout: int = Field(default=60, description="Seconds the command may run once started.")
+    output_bucket: str | None = Field(
+        default=None,
+        description="OSS bucket for the full output (OSS output delivery); without one the "
+        "inline output is read (its first 24 KB).",
+    )
+    output_prefix: str | None = Field(
+        default="runbooks", description="Key prefix of the outputs in the bucket."
+    )
+    result_grace: float = Field(
+        default=30, description="Seconds added to timeout before the result is reconciled."
+    )
+    start_timeout: float = Field(
+        default=300,
+        description="Seconds the command may wait to start (agent not up yet, instance busy).",
+    )
+    delivery_timeout: float = Field(
+        default=60, description="Seconds to wait for the OSS output delivery event."
+    )
+    stop_timeout: float = Field(
+        default=30, description="Seconds to wait for the final status after StopInvocation."
+    )
+    suspend_after: float | None = Field(
+        default=300,
+        description="A result wait still open after this many seconds suspends the run "
+        "(deployed runs only): an hour-long command holds no process. None: always wait in "
+        "process.",
+    )
+
+    def named(self, default: str) -> CommandSpec:
+        """This command, named `default` unless it has a name."""
+        return self if self.name else self.model_copy(update={"name": default})
 
     @property
     def clock(self) -> CommandClock:
@@ -92,22 +136,22 @@ async def run_and_collect(
     events: EventStream | None = None,
     on_result: Callable[[str, InvocationRecord], None] | None = None,
     while_running: AbstractAsyncContextManager[None] | None = None,
+    report_progress: bool = True,
 ) -> None:
     """`events`: a stream already open on these instances (a fleet batch shares one across
     its groups). `on_result` hears of each final status as it settles. `while_running` is
     entered before RunCommand and left once every result is in, before the outputs are
-    collected (a fleet run holds its global concurrency slots so)."""
+    collected (a fleet run holds its global concurrency slots so). `report_progress=False`
+    keeps the waits' progress lines and artifacts (not their stall warnings) for a caller
+    that reports its own."""
+    args = (credentials, report, rows, instance_ids, spec)
     if events is not None:
-        await _run_and_wait(
-            credentials, report, rows, instance_ids, spec, events, owner, on_result, while_running
-        )
+        await _run_and_wait(*args, events, owner, on_result, while_running, report_progress)
         return
     # Subscribed before RunCommand, so no result slips between the call and the wait; only
     # these instances' events, not every command's in the account.
     async with command_events(instance_ids) as events:
-        await _run_and_wait(
-            credentials, report, rows, instance_ids, spec, events, owner, on_result, while_running
-        )
+        await _run_and_wait(*args, events, owner, on_result, while_running, report_progress)
 
 
 def command_events(instance_ids: Sequence[str]) -> EventStream:
@@ -130,10 +174,11 @@ async def _run_and_wait(
     owner: Owner,
     on_result: Callable[[str, InvocationRecord], None] | None = None,
     while_running: AbstractAsyncContextManager[None] | None = None,
+    report_progress: bool = True,
 ) -> None:
     async with while_running or nullcontext():
         invocations, records = await _run_to_results(
-            credentials, report, rows, instance_ids, spec, events, owner, on_result
+            credentials, report, rows, instance_ids, spec, events, owner, on_result, report_progress
         )
     deliverable = {
         k: r for k, r in records.items() if r.final and r.status not in NO_OUTPUT_STATUSES
@@ -146,11 +191,12 @@ async def _run_and_wait(
             timeout=spec.delivery_timeout,
             stream=events,
             owner=owner,
+            report_progress=report_progress,
         )
         report.waits.append(WaitSummary.of(delivery))
         records = {**records, **delivered}
         for instance_id, settled in delivery.settled.items():
-            rows[instance_id].settled_by["output"] = settled.by
+            rows[instance_id].settled("output", settled)
     for instance_id, record in records.items():
         _apply(rows[instance_id], record)
     readable = {k: r for k, r in records.items() if r.final and r.status not in NO_OUTPUT_STATUSES}
@@ -172,36 +218,46 @@ async def _run_to_results(
     events: EventStream,
     owner: Owner,
     on_result: Callable[[str, InvocationRecord], None] | None,
+    report_progress: bool = True,
 ) -> tuple[list[Invocation], dict[str, InvocationRecord]]:
     """RunCommand, the TaskCompleted wait, and StopInvocation for what never finished."""
     invocations = commands.run_command(
         credentials,
         instance_ids,
         spec.script,
-        name=spec.name,
+        name=spec.name or "runbook",
         command_type=spec.command_type,
         parameters=spec.parameters,
         timeout=spec.timeout,
         output_bucket=spec.output_bucket,
         output_prefix=spec.output_prefix,
     )
-    report.command = spec.name
+    report.command = spec.name or "runbook"
     report.invocations = list(invocations)
     report.invoke_ids = [i.invoke_id for i in invocations]
     for invocation in invocations:
         for instance_id in invocation.instance_ids:
             rows[instance_id].invoke_id = invocation.invoke_id
             rows[instance_id].status = "Unknown"
-    results = await _await_results(credentials, invocations, spec, events, owner, on_result)
+    results = await _await_results(
+        credentials, invocations, spec, events, owner, on_result, report_progress
+    )
     report.waits.append(WaitSummary.of(results.wait))
     records = dict(results.records)
     for instance_id, settled in results.wait.settled.items():
-        rows[instance_id].settled_by["result"] = settled.by
+        rows[instance_id].settled("result", settled)
     for instance_id, error in results.errors.items():
         rows[instance_id].error = error
     if results.unfinished:
         stopped = await _stop_and_settle(
-            credentials, report, invocations, results.unfinished, spec, events, owner
+            credentials,
+            report,
+            invocations,
+            results.unfinished,
+            spec,
+            events,
+            owner,
+            report_progress,
         )
         records.update(stopped)
         for instance_id in report.stopped:
@@ -218,6 +274,7 @@ async def _await_results(
     events: EventStream,
     owner: Owner,
     on_result: Callable[[str, InvocationRecord], None] | None,
+    report_progress: bool = True,
 ) -> waits.Results:
     """The TaskCompleted wait, durable when it can be (`alicloud_runbooks.durable`): still
     open after `spec.suspend_after` seconds, the run suspends and holds no process; Prefect
@@ -226,7 +283,14 @@ async def _await_results(
 
     def wait(hold: float | None) -> Coroutine[Any, Any, waits.Results]:
         return waits.wait_for_results(
-            credentials, invocations, spec.clock, events, owner, on_result=on_result, hold=hold
+            credentials,
+            invocations,
+            spec.clock,
+            events,
+            owner,
+            on_result=on_result,
+            hold=hold,
+            report_progress=report_progress,
         )
 
     why = durable.why_not_durable()
@@ -276,6 +340,7 @@ async def _stop_and_settle(
     spec: CommandSpec,
     events: EventStream,
     owner: Owner,
+    report_progress: bool = True,
 ) -> dict[str, InvocationRecord]:
     """A command with no final status by the end of its wait is stopped, never left running
     unseen; the final status that follows (Terminated, Cancelled) is what the report shows."""
@@ -297,6 +362,7 @@ async def _stop_and_settle(
         stream=events,
         owner=owner,
         name="TaskCompleted after StopInvocation",
+        report_progress=report_progress,
     )
     report.waits.append(WaitSummary.of(after.wait))
     return after.records
@@ -332,8 +398,25 @@ def stop_unfinished_commands(
     report.stopped = [i for i in unfinished if i not in failed]
 
 
+def publish(
+    report: RunReport,
+    key: str,
+    credentials: AlibabaCloudCredentials | None = None,
+    full_outputs: FullOutputs = None,
+) -> None:
+    """The run's artifacts: its table and summary, then the outputs of the failed instances
+    and of those in `full_outputs`."""
+    publish_report(report, key)
+    publish_outputs(credentials, report, full_outputs)
+
+
 @asynccontextmanager
-async def reporting(report: RunReport, key: str) -> AsyncIterator[None]:
+async def reporting(
+    report: RunReport,
+    key: str,
+    credentials: AlibabaCloudCredentials | None = None,
+    full_outputs: FullOutputs = None,
+) -> AsyncIterator[None]:
     """Publish the report even when the run fails halfway, so what is known is not lost."""
     try:
         yield
@@ -343,17 +426,23 @@ async def reporting(report: RunReport, key: str) -> AsyncIterator[None]:
         report.finished_at = datetime.now(report.started_at.tzinfo)
         report.error = str(exc) or type(exc).__name__
         try:
-            publish_report(report, key)
+            publish(report, key, credentials, full_outputs)
         except BaseException as publish_error:
             get_run_logger().error("Could not publish the run's report: %s", publish_error)
         raise
 
 
-def finish(report: RunReport, key: str, on_failure: FailurePolicy) -> RunReport:
+def finish(
+    report: RunReport,
+    key: str,
+    on_failure: FailurePolicy,
+    credentials: AlibabaCloudCredentials | None = None,
+    full_outputs: FullOutputs = None,
+) -> RunReport:
     """Publish the artifacts, log the outcome and apply the failure policy."""
     logger = get_run_logger()
     report.finished_at = datetime.now(report.started_at.tzinfo)
-    publish_report(report, key)
+    publish(report, key, credentials, full_outputs)
     failed = report.failed
     total = len(report.instances)
     logger.info(

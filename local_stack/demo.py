@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from alicloud_runbooks.report import RunReport
+from alicloud_runbooks.text import plural
 from local_stack.home import HomeInUse, Piece, StackHome, StackState, default_home, now
 from local_stack.servers import PortTaken, ensure_free
 from local_stack.stack import LocalStack
@@ -203,7 +204,7 @@ def results_table(report: RunReport) -> list[str]:
             i.instance_id,
             f"{len(i.output.encode()):,} B, {i.output_source}" if i.output else i.output_source,
             i.oss_uri or "-",
-            i.preview or "-",
+            i.tail(1) or "-",
         ]
         for i in report.instances
     ]
@@ -281,6 +282,7 @@ def run_demo(
 
 def _demo_run(stack: LocalStack, instances: int, out: TextIO) -> int:
     from flows.provision_and_run import provision_and_run
+    from flows.steps import CommandSpec
 
     credentials = stack.credentials()
     credentials.oss_bucket(BUCKET).create_bucket()
@@ -299,12 +301,14 @@ def _demo_run(stack: LocalStack, instances: int, out: TextIO) -> int:
             report: RunReport = asyncio.run(
                 provision_and_run(
                     count=instances,
-                    script=SCRIPT,
-                    parameters={"checks": str(CHECKS)},
+                    command=CommandSpec(
+                        script=SCRIPT,
+                        parameters={"checks": str(CHECKS)},
+                        output_bucket=BUCKET,
+                        output_prefix="runbooks",
+                    ),
                     name="runbooks-demo",
                     tags={"runbook": "demo"},
-                    output_bucket=BUCKET,
-                    output_prefix="runbooks",
                     on_failure="continue",
                     credentials=credentials,
                 )
@@ -317,7 +321,7 @@ def _demo_run(stack: LocalStack, instances: int, out: TextIO) -> int:
     setup = before
     ok = len(report.instances) - len(report.failed)
     print(
-        f"\nprovision-and-run: {ok} of {len(report.instances)} instances succeeded in "
+        f"\nprovision-and-run: {ok} of {plural(len(report.instances), 'instance')} succeeded in "
         f"{seconds:.1f}s (instances {'deleted' if report.deleted else 'kept'}).\n",
         file=out,
     )
@@ -366,10 +370,11 @@ def _up_banner(stack: LocalStack, enable_triggers: bool, home: StackHome) -> lis
         "Run the flows against it:",
         f"  UI:     {ui}/deployments -> provision-and-run or run-command -> Run",
         f"  shell:  export PREFECT_API_URL={stack.api_url}",
-        "          prefect deployment run provision-and-run/provision-and-run "
-        f"-p count=2 -p output_bucket={OUTPUTS_BUCKET}",
-        "          prefect deployment run run-command/run-command -p script='uname -a' "
-        """-p instance_ids='["i-…"]'""",
+        "          prefect deployment run provision-and-run/provision-and-run --params "
+        f"""'{{"count": 2, "command": {{"script": "uname -a", "output_bucket": """
+        f""""{OUTPUTS_BUCKET}"}}}}'""",
+        "          prefect deployment run run-command/run-command --params "
+        """'{"command": {"script": "uname -a"}, "instance_ids": ["i-…"]}'""",
         "  Python: with PREFECT_API_URL set, pass "
         f'credentials=AlibabaCloudCredentials.load("{CREDENTIALS_BLOCK}") to the flows',
         '  relay:  curl -H "Authorization: Bearer $RUNBOOKS_RELAY_TOKEN" '
@@ -458,6 +463,9 @@ def run_up(
                     print(line, file=out)
                 out.flush()
                 from deployments.serve import serve
+
+                # The served runs' waits ask the relay's /healthz when events stop coming.
+                os.environ.setdefault("RUNBOOKS_RELAY_URL", stack.relay_url)
 
                 # Prefect's runner replaces the SIGTERM handler with one that raises
                 # SystemExit(0) (and warns of a coroutine it never awaits, a Prefect 3.8

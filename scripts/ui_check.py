@@ -2,11 +2,14 @@
 
 Starts the local stack (`LocalStack`), runs `provision-and-run` once on it, then loads in
 Debian's `chromium` (driven over the DevTools protocol, no browser download) the pages an
-operator opens: in the default (v2) UI the flow run's page on its Logs and Artifacts tabs and
-the run's markdown summary artifact, and the run's page in the v1 UI. Each page must show the
-run (its name, state, its "N of N instances succeeded" log line or summary, its artifact), and
-none may show "Can't connect to Server API" or "Unable to connect to Prefect server" (what the
-UI shows when it calls an API that is not its server's). A screenshot of every page is kept in
+operator opens: in the default (v2) UI the flow run's page on its Logs and Artifacts tabs,
+the run's markdown summary artifact (with its links to the events that settled each step) and
+the page of an Alibaba event that settled the run; in the v1 UI the run's page and the event
+feed of one of its instances, where the run's `runbooks.wait.settled` event links the run.
+Each page must show the run (its name, state, its "N of N instances succeeded" log line or
+summary, its artifact, the event's instance), and none may show "Can't connect to Server API"
+or "Unable to connect to Prefect server" (what the UI shows when it calls an API that is not
+its server's). A screenshot of every page is kept in
 `--screenshots` (default build/ui-check/).
 
 Usage: python -m scripts.ui_check [--chromium PATH] [--screenshots DIR]
@@ -162,6 +165,7 @@ class Page:
 def run_once(stack: LocalStack) -> str:
     """One `provision-and-run` on the stack, as the demo runs it; its flow run id."""
     from flows.provision_and_run import provision_and_run
+    from flows.steps import CommandSpec
 
     credentials = stack.credentials()
     credentials.oss_bucket(BUCKET).create_bucket()
@@ -169,8 +173,7 @@ def run_once(stack: LocalStack) -> str:
         state = asyncio.run(
             provision_and_run(
                 count=INSTANCES,
-                script='echo "ui-check on $(hostname)"',
-                output_bucket=BUCKET,
+                command=CommandSpec(script='echo "ui-check on $(hostname)"', output_bucket=BUCKET),
                 credentials=credentials,
                 return_state=True,
             )
@@ -181,6 +184,42 @@ def run_once(stack: LocalStack) -> str:
     return str(state.state_details.flow_run_id)
 
 
+def settling_event(api: httpx.Client, flow_run_id: str, timeout: float = 30.0) -> dict[str, Any]:
+    """A TaskCompleted event that settled the run, found as an operator's script would: the
+    run's `runbooks.wait.settled` events name the Alibaba events (`prefect.event.<id>`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        settled = api.post(
+            "/events/filter",
+            json={
+                "filter": {
+                    "event": {"name": ["runbooks.wait.settled"]},
+                    "related": {"id": [f"prefect.flow-run.{flow_run_id}"]},
+                },
+                "limit": 50,
+            },
+        ).json()["events"]
+        ids = [
+            r["prefect.resource.id"].removeprefix("prefect.event.")
+            for e in settled
+            for r in e["related"]
+            if r.get("prefect.resource.role") == "settled-by"
+        ]
+        found = (
+            api.post("/events/filter", json={"filter": {"id": {"id": ids}}, "limit": 50}).json()[
+                "events"
+            ]
+            if ids
+            else []
+        )
+        done = [e for e in found if e["event"] == "acs.ecs.CloudAssistant.TaskCompleted"]
+        if done:
+            return done[0]
+        if time.monotonic() > deadline:
+            raise UICheckFailed(f"flow run {flow_run_id} has no settling TaskCompleted event")
+        time.sleep(0.5)
+
+
 def pages(ui_url: str, api_url: str, flow_run_id: str) -> list[Page]:
     """The run's pages, with the names the UI must show, read from the stack's own API."""
     with httpx.Client(base_url=api_url, timeout=30) as api:
@@ -188,18 +227,37 @@ def pages(ui_url: str, api_url: str, flow_run_id: str) -> list[Page]:
         artifacts = api.post(
             "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
         ).json()
-    summary = next((a for a in artifacts if a["type"] == "markdown"), None)
+        event = settling_event(api, flow_run_id)
+    summary = next((a for a in artifacts if (a["key"] or "").endswith("-summary")), None)
     if summary is None:
-        raise UICheckFailed(f"flow run {flow_run_id} has no markdown artifact in the API")
+        raise UICheckFailed(f"flow run {flow_run_id} has no summary artifact in the API")
     done = f"{INSTANCES} of {INSTANCES} instances succeeded"  # the summary's heading
     # The log list renders what fits on the screen: look for the run's first lines.
     launched = f"Launched {INSTANCES} instances"
     run_page = f"{ui_url}/v2/runs/flow-run/{flow_run_id}"
+    instance = event["resource"]["prefect.resource.id"]
+    day = event["occurred"][:10]
     return [
         Page("run-logs-v2", f"{run_page}?tab=Logs", [run["name"], "Completed", launched]),
         Page("run-artifacts-v2", f"{run_page}?tab=Artifacts", [run["name"], summary["key"]]),
-        Page("summary-artifact-v2", f"{ui_url}/v2/artifacts/artifact/{summary['id']}", [done]),
+        Page(
+            "summary-artifact-v2",
+            f"{ui_url}/v2/artifacts/artifact/{summary['id']}",
+            [done, "What settled each step"],
+        ),
         Page("run-v1", f"{ui_url}/runs/flow-run/{flow_run_id}", [run["name"], launched]),
+        # The Alibaba event that settled an instance's command, shown by the instance's name…
+        Page(
+            "settling-event-v2",
+            f"{ui_url}/v2/events/event/{day}/{event['id']}",
+            [event["event"], event["resource"]["prefect.resource.name"]],
+        ),
+        # … and the instance's feed, where the run's own event links the run.
+        Page(
+            "instance-events-v1",
+            f"{ui_url}/events?resource={instance}",
+            ["runbooks.wait.settled", run["name"]],
+        ),
     ]
 
 

@@ -28,6 +28,7 @@ from alicloud_runbooks.cloud_assistant import (
 from alicloud_runbooks.errors import call
 from alicloud_runbooks.events import names
 from alicloud_runbooks.report import OutputSource
+from alicloud_runbooks.text import plural
 from tasks.instances import FLOW_RUN_TAG, client_token
 
 __all__ = ["Invocation", "Output", "read_outputs", "run_command", "stop_commands"]
@@ -78,7 +79,19 @@ def run_command(
     output_prefix: str | None = "runbooks",
 ) -> list[Invocation]:
     """RunCommand on up to 100 instances per call; one invocation per call, all tagged with
-    one group so a single DescribeInvocations call can answer for the whole step."""
+    one group so a single DescribeInvocations call can answer for the whole step.
+
+    Example:
+        ```python
+        from alicloud_runbooks.blocks import AlibabaCloudCredentials
+        from tasks.commands import run_command
+
+        invocations = run_command(
+            AlibabaCloudCredentials.load("prod"), ["i-bp1…"], "uptime", name="uptime",
+            output_bucket="ops-outputs",
+        )
+        ```
+    """
     logger = get_run_logger()
     client = credentials.ecs_client()
     delivery = oss_destination(output_bucket, output_prefix)
@@ -129,9 +142,9 @@ def run_command(
             payload={"instances": batch, "timeout": timeout, "oss_output_delivery": delivery},
         )
         logger.info(
-            "RunCommand %r on %d instances: invocation %s%s",
+            "RunCommand %r on %s: invocation %s%s",
             name,
-            len(batch),
+            plural(len(batch), "instance"),
             body.invoke_id,
             f", output to {delivery}" if delivery else "",
         )
@@ -150,7 +163,14 @@ async def read_outputs(
     records: dict[str, InvocationRecord],
 ) -> dict[str, Output]:
     """Full outputs from OSS where they were delivered; the rest from DescribeInvocationResults
-    (one call per invocation), marked truncated when the API dropped bytes."""
+    (one call per invocation), marked truncated when the API dropped bytes.
+
+    Example (with the records of `wait_for_results`):
+        ```python
+        outputs = await read_outputs(credentials, results.records)
+        print(outputs["i-bp1…"].text)
+        ```
+    """
     logger = get_run_logger()
     outputs: dict[str, Output] = {}
     inline_needed: dict[str, list[str]] = {}
@@ -191,7 +211,7 @@ async def read_outputs(
             )
         except Exception as exc:
             # The results are known; only the text is missing: report it, don't fail on it.
-            logger.error("Could not read %d outputs inline: %s", len(wanted), exc)
+            logger.error("Could not read %s inline: %s", plural(len(wanted), "output"), exc)
             inline = {}
             errors.update({i: f"reading the output failed: {exc}" for i in wanted})
         for instance_id in wanted:
@@ -206,8 +226,8 @@ async def read_outputs(
                 text=found.output, source=source, error=errors.get(instance_id)
             )
         logger.info(
-            "Read %d outputs inline with DescribeInvocationResults (%d truncated at 24 KB)",
-            len(wanted),
+            "Read %s inline with DescribeInvocationResults (%d truncated at 24 KB)",
+            plural(len(wanted), "output"),
             sum(1 for i in wanted if outputs[i].source == "inline-truncated"),
         )
     return outputs
@@ -221,7 +241,13 @@ def stop_commands(
     reason: str,
 ) -> dict[str, str]:
     """StopInvocation for these instances' commands, so none is left running unseen (or killed
-    later by an instance's deletion without the report saying so); the errors, per instance."""
+    later by an instance's deletion without the report saying so); the errors, per instance.
+
+    Example:
+        ```python
+        errors = stop_commands(credentials, invocations, ["i-bp1…"], "the run is ending")
+        ```
+    """
     wanted = set(instance_ids)
     targets = {
         inv.invoke_id: [i for i in inv.instance_ids if i in wanted]
@@ -230,7 +256,9 @@ def stop_commands(
     }
     if not targets:
         return {}
-    get_run_logger().warning("Stopping the command on %d instances: %s", len(wanted), reason)
+    get_run_logger().warning(
+        "Stopping the command on %s: %s", plural(len(wanted), "instance"), reason
+    )
     errors = stop_invocations(credentials.ecs_client(), credentials.region_id, targets)
     for instance_id, error in errors.items():
         get_run_logger().error("%s: could not stop its command: %s", instance_id, error)

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from alicloud_runbooks.blocks import AlibabaCloudCredentials
 from alicloud_runbooks.cloud_assistant import chunks
 from alicloud_runbooks.errors import call
+from alicloud_runbooks.text import plural
 
 RUN_INSTANCES_MAX = 100
 DELETE_INSTANCES_MAX = 100
@@ -50,7 +51,20 @@ def launch_instances(
     security_group_id: str | None = None,
     vswitch_id: str | None = None,
 ) -> Launched:
-    """RunInstances, 100 per call (the API's limit), each call with its own derived token."""
+    """RunInstances, 100 per call (the API's limit), each call with its own derived token.
+
+    Example:
+        ```python
+        from alicloud_runbooks.blocks import AlibabaCloudCredentials
+        from tasks.instances import launch_instances
+
+        launched = launch_instances(
+            AlibabaCloudCredentials.load("prod"), 2, "aliyun_3_x64_20G_alibase_20240819.vhd",
+            "ecs.g7.large", name="smoke-test",
+        )
+        print(launched.instance_ids)
+        ```
+    """
     logger = get_run_logger()
     client = credentials.ecs_client()
     all_tags = {**(tags or {}), FLOW_RUN_TAG: flow_run.get_id() or "none"}
@@ -77,7 +91,7 @@ def launch_instances(
         tokens.append(token)
         remaining -= amount
         batch += 1
-    logger.info("Launched %d instances (%s): %s", len(ids), instance_type, ", ".join(ids))
+    logger.info("Launched %s (%s): %s", plural(len(ids), "instance"), instance_type, ", ".join(ids))
     return Launched(instance_ids=ids, launched_at=launched_at, client_tokens=tokens)
 
 
@@ -87,7 +101,16 @@ def select_instances(
     instance_ids: Sequence[str] | None = None,
     tags: dict[str, str] | None = None,
 ) -> list[str]:
-    """The given ids, or the running instances carrying every tag (DescribeInstances, paged)."""
+    """The given ids, or the running instances carrying every tag (DescribeInstances, paged).
+
+    Example:
+        ```python
+        from alicloud_runbooks.blocks import AlibabaCloudCredentials
+        from tasks.instances import select_instances
+
+        ids = select_instances(AlibabaCloudCredentials.load("prod"), tags={"env": "staging"})
+        ```
+    """
     if instance_ids:
         return list(dict.fromkeys(instance_ids))
     if not tags:
@@ -138,7 +161,16 @@ def stack_instances(credentials: AlibabaCloudCredentials, stack_id: str) -> list
     """The ECS instances of a ROS stack: ListStackResources (one call, the API does not page),
     each `ALIYUN::ECS::Instance`'s physical id, and each `ALIYUN::ECS::InstanceGroup`'s
     `InstanceIds` attribute (GetStackResource: a group's own physical id is not an instance
-    id). Resources deleted or never created are left out."""
+    id). Resources deleted or never created are left out.
+
+    Example:
+        ```python
+        from alicloud_runbooks.blocks import AlibabaCloudCredentials
+        from tasks.instances import stack_instances
+
+        ids = stack_instances(AlibabaCloudCredentials.load("prod"), "4a6c9851-3b0f-4f5f-…")
+        ```
+    """
     client = credentials.ros_client()
     region = credentials.region_id
     body = call(
@@ -173,16 +205,26 @@ def stack_instances(credentials: AlibabaCloudCredentials, stack_id: str) -> list
             )
             found += group_instance_ids(detail.resource_attributes)
     found = list(dict.fromkeys(found))
-    get_run_logger().info("Stack %s has %d ECS instances", stack_id, len(found))
+    get_run_logger().info("Stack %s has %s", stack_id, plural(len(found), "ECS instance"))
     return found
 
 
 @task(name="delete-instances")
 def delete_instances(credentials: AlibabaCloudCredentials, instance_ids: Sequence[str]) -> None:
+    """DeleteInstances (forced), 100 per call.
+
+    Example:
+        ```python
+        from alicloud_runbooks.blocks import AlibabaCloudCredentials
+        from tasks.instances import delete_instances
+
+        delete_instances(AlibabaCloudCredentials.load("prod"), ["i-bp1…", "i-bp1…"])
+        ```
+    """
     client = credentials.ecs_client()
     for batch in chunks(list(instance_ids), DELETE_INSTANCES_MAX):
         request = ecs.DeleteInstancesRequest(
             region_id=credentials.region_id, instance_id=batch, force=True
         )
         call("DeleteInstances", lambda r=request: client.delete_instances(r))
-    get_run_logger().info("Deleted %d instances", len(instance_ids))
+    get_run_logger().info("Deleted %s", plural(len(instance_ids), "instance"))

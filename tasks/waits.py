@@ -21,6 +21,8 @@ from alicloud_runbooks.events import names
 from alicloud_runbooks.reconciliation import Answer
 from alicloud_runbooks.stream import EventStream
 from alicloud_runbooks.waiter import EventWait, Owner, Settlement, WaitResult, wait_for_events
+from alicloud_runbooks.watch import WHAT_TO_CHECK, WatchPolicy
+from tasks.settled_events import SettledEvents
 
 # Events are read back from the store this far before the action that caused them: instance
 # and invocation ids are unique, and a retried flow run finds its first attempt's events.
@@ -32,14 +34,25 @@ def _since(moment: datetime) -> datetime:
     return moment - STORE_LOOKBACK
 
 
+def watch_policy(report_progress: bool = True) -> WatchPolicy:
+    """From the environment (`alicloud_runbooks.watch`). Without `report_progress` only the
+    stall warnings remain: a fleet run reports its own progress for all its waits."""
+    if report_progress:
+        return WatchPolicy.from_environment()
+    return WatchPolicy.from_environment(lines=False, artifact=False)
+
+
 async def _wait(
     spec: EventWait,
     reconcile: Any,
     stream: EventStream | None,
     invoke_ids: Sequence[str] = (),
+    report_progress: bool = True,
 ) -> WaitResult:
-    """Run the waiter, announcing the wait and its outcome as the flow run's own events."""
+    """Run the waiter, announcing the wait, what settled it and its outcome as the flow run's
+    own events (`tasks.settled_events`)."""
     logger = get_run_logger()
+    spec.watch = watch_policy(report_progress)
     wait_id = uuid.uuid4()
     related = [
         {"prefect.resource.id": names.invocation_resource(i), "prefect.resource.role": "invocation"}
@@ -56,6 +69,17 @@ async def _wait(
         related=related,
         payload={"keys": len(spec.keys), "timeout_seconds": spec.timeout},
     )
+    settled_events = SettledEvents(spec, resource)
+    told = spec.on_settle
+
+    def on_settle(settlement: Settlement) -> None:
+        try:
+            if told is not None:
+                told(settlement)
+        finally:
+            settled_events.add(settlement)
+
+    spec.on_settle = on_settle
     logger.info(
         "Waiting for %s from %d instance%s (deadline %.0fs, one subscription)",
         spec.name,
@@ -63,7 +87,11 @@ async def _wait(
         "" if len(spec.keys) == 1 else "s",
         spec.timeout,
     )
-    result = await wait_for_events(spec, reconcile, log=logger, stream=stream)
+    try:
+        result = await wait_for_events(spec, reconcile, log=logger, stream=stream)
+    finally:
+        spec.on_settle = told
+        settled_events.flush()
     by_event, by_reconciliation = result.by("event"), result.by("reconciliation")
     seconds = (result.finished_at - result.started_at).total_seconds()
     logger.info(
@@ -81,11 +109,11 @@ async def _wait(
         shown = ", ".join(sorted(by_reconciliation)[:10])
         more = len(by_reconciliation) - 10
         logger.warning(
-            "%s: no event came for %s%s; settled by reconciliation (is the relay up and "
-            "subscribed?)",
+            "%s: no event came for %s%s; settled by reconciliation: %s",
             spec.name,
             shown,
             f" and {more} more" if more > 0 else "",
+            WHAT_TO_CHECK,
         )
     if result.foreign:
         logger.warning(
@@ -106,6 +134,7 @@ async def _wait(
             "foreign_events": sum(result.foreign.values()),
             "reconcile_error": result.reconcile_error,
             "seconds": seconds,
+            "settled_events": settled_events.emitted,
         },
     )
     return result
@@ -134,7 +163,18 @@ async def wait_for_heartbeats(
     owner: Owner | None = None,
 ) -> Heartbeats:
     """Ready = a FirstHeartbeat event, or an agent that reconciliation finds online and new
-    enough to have sent one. An agent too old for the event is an error naming the rule."""
+    enough to have sent one. An agent too old for the event is an error naming the rule.
+
+    Example (inside a flow; the stream opened before `launch_instances`):
+        ```python
+        async with EventStream([names.FIRST_HEARTBEAT]) as stream:
+            launched = launch_instances(credentials, 2, image_id, "ecs.g7.large")
+            beats = await wait_for_heartbeats(
+                credentials, launched.instance_ids, launched.launched_at, stream=stream
+            )
+        print(beats.ready, beats.errors)
+        ```
+    """
     client = credentials.ecs_client()
     region = credentials.region_id
 
@@ -208,13 +248,23 @@ async def wait_for_results(
     name: str = "TaskCompleted",
     on_result: Callable[[str, InvocationRecord], None] | None = None,
     hold: float | None = None,
+    report_progress: bool = True,
 ) -> Results:
     """TaskCompleted per instance; DescribeInvocations for the stragglers and what the deadline
     leaves. Only final statuses count: a command still running keeps its key open until it
     can no longer be (`clock.limit`), and is then listed in `unfinished`. `on_result` hears
     of each final status as it settles, before the wait ends. With `hold`, the wait returns
     after that many seconds with the keys still awaited in `pending` (a durable wait);
-    deadlines always run from RunCommand."""
+    deadlines always run from RunCommand.
+
+    Example (inside a flow):
+        ```python
+        invocations = run_command(credentials, ids, "uptime")
+        clock = CommandClock(timeout=60, grace=30, start_timeout=300)
+        results = await wait_for_results(credentials, invocations, clock)
+        print({i: r.status for i, r in results.records.items()})
+        ```
+    """
     client = credentials.ecs_client()
     instance_ids, invoke_ids, started = _by_invocation(invocations)
 
@@ -231,7 +281,7 @@ async def wait_for_results(
     spec.name = name
     spec.origin = started
     spec.hold = hold
-    result = await _wait(spec, reconcile, stream, invoke_ids)
+    result = await _wait(spec, reconcile, stream, invoke_ids, report_progress)
     records: dict[str, InvocationRecord] = {}
     errors: dict[str, str] = {}
     unfinished: list[str] = []
@@ -271,8 +321,16 @@ async def wait_for_output_delivery(
     timeout: float = 60,
     stream: EventStream | None = None,
     owner: Owner | None = None,
+    report_progress: bool = True,
 ) -> tuple[WaitResult, dict[str, InvocationRecord]]:
-    """OutputDelivered (Finished or Failed) per instance; records updated with the OSS URI."""
+    """OutputDelivered (Finished or Failed) per instance; records updated with the OSS URI.
+
+    Example (inside a flow, after `wait_for_results`):
+        ```python
+        wait, records = await wait_for_output_delivery(credentials, invocations, results.records)
+        print({i: r.oss_uri for i, r in records.items()})
+        ```
+    """
     client = credentials.ecs_client()
     _, invoke_ids, started = _by_invocation(invocations)
 
@@ -280,7 +338,7 @@ async def wait_for_output_delivery(
         return await ca.reconcile_deliveries(client, credentials.region_id, invocations, ids)
 
     spec = ca.output_delivered_wait(invocations, list(records), _since(started), timeout, owner)
-    result = await _wait(spec, reconcile, stream, invoke_ids)
+    result = await _wait(spec, reconcile, stream, invoke_ids, report_progress)
     updated: dict[str, InvocationRecord] = {}
     for instance_id, record in records.items():
         settled = result.settled.get(instance_id)

@@ -57,11 +57,26 @@ def api_calls(stack: LocalStack, action: str) -> int:
     return stack.api_calls().get("Ecs", {}).get(action, 0)
 
 
+def with_command(flow: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """The flow's parameters, with the command's own (script, timeout, output_bucket …)
+    gathered into its `command` parameter, so the tests can name them flat."""
+    from flows.steps import CommandSpec
+
+    own = set(flow.parameters.properties)
+    fields = {
+        k: params.pop(k) for k in list(params) if k in CommandSpec.model_fields and k not in own
+    }
+    if fields:
+        params["command"] = CommandSpec(**fields)
+    return params
+
+
 def run(flow: Any, stack: LocalStack, **params: Any) -> RunReport:
-    return asyncio.run(flow(credentials=stack.credentials(), **params))
+    return asyncio.run(flow(credentials=stack.credentials(), **with_command(flow, params)))
 
 
 def run_state(flow: Any, stack: LocalStack, **params: Any):  # type: ignore[no-untyped-def]
+    params = with_command(flow, params)
     return asyncio.run(flow(credentials=stack.credentials(), return_state=True, **params))
 
 

@@ -165,3 +165,29 @@ def test_throttling_is_retried_by_the_sdk_and_explained_when_it_persists(sim, ac
     httpx.post(f"{sim.url}/_alisim/faults", json={"api": [fault]})
     with pytest.raises(AlibabaCloudError, match=r"Throttling.User.*run fewer at once"):
         asyncio.run(asyncio.to_thread(call, "DescribeInstances", describe))
+
+
+def test_clients_are_cached_per_credentials_without_the_secret_in_the_key(sim, access_key):
+    first, same = block(sim, access_key), block(sim, access_key)
+    assert first.ecs_client() is same.ecs_client()
+    assert first.oss_bucket("a-bucket") is same.oss_bucket("a-bucket")
+    assert first.oss_bucket("a-bucket") is not first.oss_bucket("another-bucket")
+    # Other credentials or another endpoint: another client, and each one works.
+    other_secret = block(sim, access_key, access_key_secret="not-the-secret")
+    other_region = block(sim, access_key, region_id="cn-beijing")
+    assert first.ecs_client() is not other_secret.ecs_client()
+    assert first.ecs_client() is not other_region.ecs_client()
+    assert first.eventbridge_client() is not first.ecs_client()
+    works(first, "cached-bucket")
+    with pytest.raises(AlibabaCloudError, match="SignatureDoesNotMatch"):
+        call(
+            "DescribeRegions",
+            lambda: other_secret.ecs_client().describe_regions(ecs.DescribeRegionsRequest()),
+        )
+    # The keys can be shown: a digest stands for the secret and the STS token.
+    sts = block(sim, access_key, security_token="a-secret-sts-token")
+    assert sts.cache_key() != first.cache_key()
+    for credentials in (first, other_secret, sts):
+        shown = repr(credentials.cache_key())
+        assert access_key[1] not in shown and "not-the-secret" not in shown
+        assert "a-secret-sts-token" not in shown

@@ -202,7 +202,11 @@ def test_up_serves_the_runbooks_until_sigint(runbooks_up) -> None:
             get_client(sync_client=True) as client,
         ):
             created = client.create_flow_run_from_deployment(
-                provision["id"], parameters={"count": 1, "output_bucket": "runbooks-outputs"}
+                provision["id"],
+                parameters={
+                    "count": 1,
+                    "command": {"script": "echo ok", "output_bucket": "runbooks-outputs"},
+                },
             )
         run_id = str(created.id)
 

@@ -225,8 +225,8 @@ def test_first_heartbeat_trigger_starts_run_command_on_that_instance(
     )
     parameters = runs[0]["parameters"]
     assert parameters["instance_ids"] == [instance_id]
-    assert parameters["name"] == "bootstrap"
-    assert f"bootstrap of {instance_id}, agent 2.2.3.529" in parameters["script"]
+    assert parameters["command"]["name"] == "bootstrap"
+    assert f"bootstrap of {instance_id}, agent 2.2.3.529" in parameters["command"]["script"]
     assert parameters["credentials_block"] == "alisim"
 
 
@@ -280,10 +280,35 @@ def test_prefect_deploy_reads_prefect_yaml(prefect_server, clean_deployments) ->
     ]
     (schedule,) = provision["schedules"]
     assert schedule["active"] is False
-    assert schedule["parameters"]["script"].endswith('echo "ok"\n')
+    assert schedule["parameters"]["command"]["script"].endswith('echo "ok"\n')
     run_command = _deployment(api, "run-command")
     (automation,) = _automations(api, run_command["id"])
     assert automation["enabled"] is False
     (action,) = automation["actions"]
     assert action["parameters"]["instance_ids"] == ["{{ event.payload['vmName'] }}"]
-    assert "bootstrap of {{ event.payload.vmName }}" in action["parameters"]["script"]
+    assert "bootstrap of {{ event.payload.vmName }}" in action["parameters"]["command"]["script"]
+
+
+def test_the_readme_runs_the_deployments_with_json_params(prefect_server, clean_deployments):
+    """The shell lines the README gives for `runbooks up`, run as written: a script with
+    quotes and `$(…)` reaches the run's `command` intact, through the server's schema check."""
+    api = clean_deployments
+    _apply(prefect_server)
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("export PREFECT_API_URL=http://127.0.0.1:4210/api\n")
+    lines = readme[start : readme.index("```", start)]
+    lines = lines.replace("http://127.0.0.1:4210/api", prefect_server.api_url)
+    lines = lines.replace(".venv/bin/prefect", f"{sys.executable} -m prefect")
+    done = subprocess.run(
+        ["bash", "-ec", lines], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    provision = _flow_runs(api, _deployment(api, "provision-and-run")["id"])
+    (run,) = [r for r in provision if r["parameters"].get("count") == 2]
+    assert run["parameters"]["command"] == {
+        "script": 'echo "hello from $(hostname)"',
+        "output_bucket": "runbooks-outputs",
+    }
+    assert run["parameters"]["credentials_block"] == "alisim"
+    (run,) = _flow_runs(api, _deployment(api, "run-command")["id"])
+    assert run["parameters"]["command"] == {"script": "uname -a"}

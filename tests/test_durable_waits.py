@@ -50,7 +50,10 @@ def served(tmp_path_factory) -> Iterator[LocalStack]:
         prefect.stop()
 
 
-def start_run(stack: LocalStack, **parameters: Any) -> str:
+def start_run(stack: LocalStack, instance_ids: list[str], **command: Any) -> str:
+    """Start a `run-command` run; the keyword arguments are its `command` (a CommandSpec)."""
+    parameters = {"instance_ids": instance_ids, "command": command}
+
     async def create() -> str:
         async with get_client() as client:
             deployment = await client.read_deployment_by_name("run-command/run-command")
@@ -117,7 +120,7 @@ def resumed_by(stack: LocalStack, run_id: str) -> list[str]:
     return sorted(n.rsplit("-", 1)[-1] for n in names if n.startswith(prefix))
 
 
-def finished(stack: LocalStack, run_id: str, timeout: float = 400) -> dict[str, Any]:
+def finished(stack: LocalStack, run_id: str, timeout: float = 240) -> dict[str, Any]:
     """The run's final state; on timeout, what it went through, to say where it stuck."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -127,8 +130,17 @@ def finished(stack: LocalStack, run_id: str, timeout: float = 400) -> dict[str, 
         time.sleep(0.5)
     raise AssertionError(
         f"run {run_id} not finished after {timeout}s: states {states(stack, run_id)}, "
-        f"resume automations fired: {resumed_by(stack, run_id)}"
+        f"resume automations fired: {resumed_by(stack, run_id)}, logs:\n{logs_of(stack, run_id)}"
     )
+
+
+def logs_of(stack: LocalStack, run_id: str) -> str:
+    found = httpx.post(
+        f"{stack.api_url}/logs/filter",
+        json={"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC"},
+        timeout=30,
+    ).json()
+    return "\n".join(f"{r['timestamp']} {r['message']}" for r in found)
 
 
 def invocations(stack: LocalStack) -> int:
@@ -148,8 +160,8 @@ def test_a_long_wait_suspends_holds_no_process_and_is_resumed_by_the_events(serv
     before = invocations(served)
     run_id = start_run(
         served,
+        ids,
         script="sleep 12; echo done",
-        instance_ids=ids,
         timeout=60,
         suspend_after=3,
         output_bucket=BUCKET,
@@ -184,8 +196,8 @@ def test_a_lost_event_is_settled_when_the_deadline_resumes_the_run(served) -> No
     describe_before = served.api_calls().get("Ecs", {}).get("DescribeInvocations", 0)
     run_id = start_run(
         served,
+        ids,
         script="sleep 2; echo done",
-        instance_ids=ids,
         timeout=15,
         result_grace=5,
         suspend_after=3,

@@ -128,3 +128,21 @@ def test_extra_fields_and_string_numbers_are_accepted() -> None:
     raw["data"]["exitCode"] = 3
     event = from_cloud_event(raw, received=NOW)
     assert event["payload"]["somethingNew"] == {"nested": True}
+
+
+def test_each_event_names_its_instance_or_stack_for_the_ui() -> None:
+    """`prefect.resource.name`: what Prefect's UI shows as the event's resource."""
+    named = {
+        "i-bp114aaaaaaaaaaaaaaa": from_cloud_event(samples.TASK_COMPLETED, received=NOW),
+        "i-bp19aaaaaaaaaaaaaaaa": from_cloud_event(samples.FIRST_HEARTBEAT, received=NOW),
+        "i-bp1ecr0000005go2go": from_cloudmonitor(samples.INSTANCE_STATE_CHANGE_CM, received=NOW),
+        "diagnostic-dr-7a7c8fdc57e94f790000": from_cloudmonitor(
+            samples.STACK_STATUS_CHANGE_CM, received=NOW
+        ),
+    }
+    for name, event in named.items():
+        assert event["resource"]["prefect.resource.name"] == name
+    delivered = from_cloud_event(samples.OUTPUT_DELIVERED, received=NOW)
+    assert delivered["resource"]["prefect.resource.name"] == delivered["resource"][
+        "prefect.resource.id"
+    ].removeprefix("acs.ecs.instance.")

@@ -24,8 +24,10 @@ from alicloud_runbooks.rate_control import RateControl
 from alicloud_runbooks.report import FleetReport
 from alisim.config import zero_delay_settings
 from flows.fleet_run import fleet_run
+from flows.steps import CommandSpec
 from local_stack.stack import LocalStack
 from tests.helpers import wait_until
+from tests.runbook_stack import with_command
 
 REGION = "cn-hangzhou"
 
@@ -84,6 +86,7 @@ def failing_for(ids: list[str], then: str = "echo ok") -> str:
 def run_fleet(stack: LocalStack, **params: Any) -> Any:
     """The flow's final state (it fails when the run stopped early); callable from a thread."""
     with stack.prefect_client_settings():
+        params = with_command(fleet_run, params)
         return asyncio.run(fleet_run(credentials=stack.credentials(), return_state=True, **params))
 
 
@@ -108,11 +111,15 @@ def artifacts(prefect_server: Any, flow_run_id: str) -> list[dict[str, Any]]:
     ).json()
 
 
+def _is(artifact: dict[str, Any], kind: str) -> bool:
+    """Of this type; a markdown one is the run's summary (outputs are markdown too)."""
+    key = artifact["key"] or ""
+    return artifact["type"] == kind and (kind != "markdown" or key.endswith("-summary"))
+
+
 def artifact(prefect_server: Any, flow_run_id: str, kind: str) -> dict[str, Any]:
     return wait_until(
-        lambda: next(
-            (a for a in artifacts(prefect_server, flow_run_id) if a["type"] == kind), None
-        ),
+        lambda: next((a for a in artifacts(prefect_server, flow_run_id) if _is(a, kind)), None),
         timeout=20,
         interval=0.2,
     )
@@ -435,8 +442,7 @@ def test_a_fleet_run_that_ends_early_stops_its_commands_and_says_so(cloud, prefe
         state = asyncio.run(
             short(
                 credentials=cloud.credentials(),
-                script="sleep 60",
-                timeout=120,
+                command=CommandSpec(script="sleep 60", timeout=120),
                 instance_ids=ids,
                 rate_control={"mode": "concurrency", "concurrency": 2},
                 return_state=True,

@@ -100,7 +100,11 @@ def test_up_keeps_a_runs_history_across_restarts_and_status_says_what_runs(tmp_p
             ):
                 run_id = str(
                     c.create_flow_run_from_deployment(
-                        served["id"], parameters={"count": 1, "output_bucket": "runbooks-outputs"}
+                        served["id"],
+                        parameters={
+                            "count": 1,
+                            "command": {"script": "echo ok", "output_bucket": "runbooks-outputs"},
+                        },
                     ).id
                 )
 

@@ -12,6 +12,7 @@ from alibabacloud_ecs20140526 import models as ecs
 
 from flows.provision_and_run import provision_and_run
 from flows.run_command import run_command
+from flows.steps import CommandSpec
 from tests.helpers import wait_until
 from tests.runbook_stack import (
     BUCKET,
@@ -234,7 +235,11 @@ def test_a_retried_flow_run_reuses_its_instances(cloud) -> None:
     )
     flaky = provision_and_run.with_options(retries=1, retry_delay_seconds=0)
     report = asyncio.run(
-        flaky(credentials=cloud.credentials(), count=3, script="echo ok", output_bucket=BUCKET)
+        flaky(
+            credentials=cloud.credentials(),
+            count=3,
+            command=CommandSpec(script="echo ok", output_bucket=BUCKET),
+        )
     )
     assert statuses(report) == [("Success", 0)] * 3
     calls = cloud.api_calls()["Ecs"]
@@ -281,7 +286,9 @@ def test_wrong_credentials_give_one_clear_error_without_the_secret(cloud) -> Non
         }
     )
     state = asyncio.run(
-        provision_and_run(credentials=wrong, count=1, script="echo", return_state=True)
+        provision_and_run(
+            credentials=wrong, count=1, command=CommandSpec(script="echo"), return_state=True
+        )
     )
     assert state.is_failed()
     with pytest.raises(Exception) as raised:

@@ -32,5 +32,7 @@ def test_the_ui_shows_the_run_and_its_artifact_in_a_browser(prefect_server, tmp_
         "run-artifacts-v2",
         "summary-artifact-v2",
         "run-v1",
+        "settling-event-v2",
+        "instance-events-v1",
     ]
     assert all(Path(s).read_bytes().startswith(b"\x89PNG") for s in shots)

@@ -30,6 +30,7 @@ from alicloud_runbooks.events.models import (
     TaskCompletedData,
 )
 
+RESOURCE_NAME = "prefect.resource.name"
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c1e0a-3b1e-5d3a-9a57-0a11baba0001")
 _ARN = re.compile(r"^acs:(?P<service>[a-z0-9\-]+):[^:]*:[^:]*:(?P<type>[A-Za-z\-]+)/(?P<id>.+)$")
 
@@ -53,9 +54,17 @@ def _validate(model: type[BaseModel], data: dict[str, Any], what: str) -> Any:
 
 
 def _resource(
-    resource_id: str, region: str | None, account: str | None, **labels: str | None
+    resource_id: str,
+    region: str | None,
+    account: str | None,
+    name: str | None = None,
+    **labels: str | None,
 ) -> dict[str, str]:
+    """`name` (`prefect.resource.name`) is what the UI shows for the resource: the instance
+    id, the stack's name."""
     resource = {"prefect.resource.id": resource_id}
+    if name:
+        resource[RESOURCE_NAME] = name
     if region:
         resource[names.REGION_LABEL] = region
     if account:
@@ -94,7 +103,7 @@ def _first_heartbeat(data: dict[str, Any], region: str | None, account: str | No
     d = _validate(FirstHeartbeatData, data, "FirstHeartbeat data")
     return (
         names.FIRST_HEARTBEAT,
-        _resource(names.instance_resource(d.vm_name), region or d.region, account),
+        _resource(names.instance_resource(d.vm_name), region or d.region, account, d.vm_name),
         [],
     )
 
@@ -108,6 +117,7 @@ def _task_completed(data: dict[str, Any], region: str | None, account: str | Non
         names.instance_resource(d.instance_id),
         region,
         account,
+        d.instance_id,
         **{names.INVOCATION_STATUS_LABEL: d.invocation_status},
     )
     return names.TASK_COMPLETED, resource, related
@@ -119,6 +129,7 @@ def _output_delivered(data: dict[str, Any], region: str | None, account: str | N
         names.instance_resource(d.instance_id),
         region,
         account,
+        d.instance_id,
         **{names.DELIVERY_STATUS_LABEL: d.status},
     )
     return (
@@ -134,6 +145,7 @@ def _instance_state(data: dict[str, Any], region: str | None, account: str | Non
         names.instance_resource(d.resource_id),
         region,
         account,
+        d.resource_id,
         **{names.INSTANCE_STATE_LABEL: d.state},
     )
     return names.INSTANCE_STATE_CHANGE, resource, []
@@ -145,6 +157,7 @@ def _stack_status(data: dict[str, Any], region: str | None, account: str | None)
         names.stack_resource(d.stack_id),
         region,
         account,
+        d.stack_name or d.stack_id,
         **{names.STACK_STATUS_LABEL: d.status, names.STACK_NAME_LABEL: d.stack_name or ""},
     )
     return names.STACK_STATUS_CHANGE, resource, []
