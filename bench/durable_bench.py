@@ -114,14 +114,24 @@ def main() -> None:
             instances = stack.launch_ready(args.runs)
             runs = asyncio.run(_start(instances, args.seconds))
             api = httpx.Client(base_url=stack.api_url, timeout=30)
-            held_while_suspended = {r: False for r in runs}
+            # How long each run's process outlived its Suspended state (the flow engine's
+            # shutdown), and whether one was still there later in the wait.
+            suspended_at: dict[str, float] = {}
+            exited_after: dict[str, float] = {}
+            held_late = {r: False for r in runs}
             deadline = time.monotonic() + args.seconds * 6 + 300
             pending = set(runs)
             while pending and time.monotonic() < deadline:
                 for run_id in list(pending):
                     current = api.get(f"/flow_runs/{run_id}").json()["state"]
-                    if current["name"] == "Suspended" and _processes_of(run_id):
-                        held_while_suspended[run_id] = True
+                    if current["name"] == "Suspended":
+                        now = time.monotonic()
+                        since = now - suspended_at.setdefault(run_id, now)
+                        alive = _processes_of(run_id)
+                        if not alive and run_id not in exited_after:
+                            exited_after[run_id] = since
+                        if alive and run_id in exited_after:
+                            held_late[run_id] = True
                     if current["type"] in ("COMPLETED", "FAILED", "CRASHED"):
                         pending.discard(run_id)
                 time.sleep(0.5)
@@ -140,15 +150,29 @@ def main() -> None:
                     b = (_time(running["timestamp"]) - event).total_seconds()
                     to_resuming.append(a)
                     to_running.append(b)
-                    line += f"; event → Resuming {a:.2f} s, → Running {b:.2f} s"
-                line += "; a process while suspended" if held_while_suspended[run_id] else ""
+                    pending_ = next((s for s in after if s["name"] == "Pending"), None)
+                    picked = (
+                        (
+                            _time(pending_["timestamp"]) - _time(resuming["timestamp"])
+                        ).total_seconds()
+                        if pending_
+                        else float("nan")
+                    )
+                    line += (
+                        f"; event → Resuming {a:.2f} s, → Running {b:.2f} s "
+                        f"(runner picked it up {picked:.2f} s after Resuming)"
+                    )
+                if run_id in exited_after:
+                    line += f"; process gone {exited_after[run_id]:.1f} s after Suspended"
+                line += "; a process came back while suspended" if held_late[run_id] else ""
                 print(line)
             if to_running:
                 print(
                     f"event → Resuming p50 {_pct(to_resuming, 50):.2f} s, p99 "
                     f"{_pct(to_resuming, 99):.2f} s; event → Running p50 "
                     f"{_pct(to_running, 50):.2f} s, p99 {_pct(to_running, 99):.2f} s; "
-                    f"processes held while suspended: {sum(held_while_suspended.values())}"
+                    f"runs whose process was gone while suspended: {len(exited_after)} of "
+                    f"{len(runs)}"
                 )
     finally:
         stack.stop()
