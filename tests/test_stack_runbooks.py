@@ -4,8 +4,6 @@ faults (`/_alisim/faults`), lost events from its delivery faults."""
 
 from __future__ import annotations
 
-import pytest
-
 from flows.deploy_stack import deploy_stack
 from tests.runbook_stack import run
 
