@@ -148,11 +148,20 @@ def stack_wait(
     first_check: float,
     limit: float,
     owner: Owner | None = None,
+    request_id: str | None = None,
 ) -> EventWait:
-    """The wait spec: StatusChange events of this stack whose status ends `operation`."""
+    """The wait spec: StatusChange events of this stack whose status ends `operation`. With
+    the action's `request_id`, an event naming another request (the notification's
+    `requestId`: the operation that caused it) is an earlier operation's, not this one's."""
 
     def relevant(event: Event) -> bool:
         return outcome(operation, event.resource.get(names.STACK_STATUS_LABEL)) is not None
+
+    def check(event: Event) -> str | None:
+        theirs = event.payload.get("requestId")
+        if request_id and theirs and theirs != request_id:
+            return f"it is request {theirs}'s, not this {operation}'s ({request_id})"
+        return None
 
     return EventWait(
         name=f"{operation} of stack {stack_id}",
@@ -164,6 +173,7 @@ def stack_wait(
         limit=limit,
         owner=owner,
         relevant=relevant,
+        check=check,
         stragglers=StragglerPolicy(rounds=0),
         watch=None,
     )
@@ -185,6 +195,7 @@ async def wait_for_stack(
     owner: Owner | None = None,
     log: logging.Logger | logging.LoggerAdapter | None = None,
     run_wait: Callable[..., Any] | None = None,
+    request_id: str | None = None,
 ) -> tuple[StackOutcome, WaitResult]:
     """Wait for `operation`'s terminal status of `stack_id`.
 
@@ -215,7 +226,9 @@ async def wait_for_stack(
         return answers
 
     limit = timeout_minutes * 60 + grace
-    spec = stack_wait(stack_id, operation, since or started_at, first_check, limit, owner)
+    spec = stack_wait(
+        stack_id, operation, since or started_at, first_check, limit, owner, request_id
+    )
     spec.origin = started_at
     runner = run_wait or (lambda s, r, st: wait_for_events(s, r, log=log, stream=st))
     result: WaitResult = await runner(spec, reconcile, stream)
@@ -288,40 +301,47 @@ def diagnose_events(
     stack_reason: str | None = None,
 ) -> Diagnosis:
     """The failed resources among `events` (oldest first), from `since` on (whole seconds,
-    as the API gives them): those at the earliest failure time first, one line per resource."""
+    as the API gives them). The causes are those that failed before the stack itself
+    reacted (its next own event: a rollback starting, or its failure); what fails after
+    (a rollback that cannot delete) comes later. Times are whole seconds, so the order of
+    the events decides, and the earliest failure time only where the stack says nothing."""
     floor = _aware(since).replace(microsecond=0) if since else None
-    failed: list[FailedResource] = []
+    failed: list[tuple[FailedResource, bool]] = []
     seen: set[tuple[str, str]] = set()
+    reacted = False
     for event in events:
-        status = event.get("Status") or ""
-        if not status.endswith("_FAILED") or event.get("ResourceType") == STACK_TYPE:
-            continue
         when = parse_time(event.get("CreateTime"))
         if floor is not None and when is not None and when < floor:
+            continue
+        status = event.get("Status") or ""
+        if event.get("ResourceType") == STACK_TYPE:
+            reacted = reacted or bool(failed)
+            continue
+        if not status.endswith("_FAILED"):
             continue
         key = (event.get("LogicalResourceId") or "", status)
         if key in seen:
             continue
         seen.add(key)
-        failed.append(
-            FailedResource(
-                logical_id=key[0],
-                resource_type=event.get("ResourceType") or "",
-                status=status,
-                reason=event.get("StatusReason") or "",
-                physical_id=event.get("PhysicalResourceId") or None,
-                time=event.get("CreateTime"),
-            )
+        found = FailedResource(
+            logical_id=key[0],
+            resource_type=event.get("ResourceType") or "",
+            status=status,
+            reason=event.get("StatusReason") or "",
+            physical_id=event.get("PhysicalResourceId") or None,
+            time=event.get("CreateTime"),
         )
+        failed.append((found, not reacted))
+    base = {"stack_id": stack_id, "stack_status": stack_status, "stack_reason": stack_reason}
     if not failed:
-        return Diagnosis(stack_id=stack_id, stack_status=stack_status, stack_reason=stack_reason)
-    earliest = min((f.time or "") for f in failed)
+        return Diagnosis(**base)
+    if all(first for _, first in failed):  # the stack said nothing in between
+        earliest = min((f.time or "") for f, _ in failed)
+        failed = [(f, (f.time or "") == earliest) for f, _ in failed]
     return Diagnosis(
-        stack_id=stack_id,
-        stack_status=stack_status,
-        stack_reason=stack_reason,
-        first=[f for f in failed if (f.time or "") == earliest],
-        later=[f for f in failed if (f.time or "") != earliest],
+        **base,
+        first=[f for f, first in failed if first],
+        later=[f for f, first in failed if not first],
     )
 
 

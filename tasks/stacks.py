@@ -91,9 +91,12 @@ class StackAction(BaseModel):
     since: datetime
     timeout_minutes: int = 60
     status: str | None = None
-    """For `none`: the stack's status as it stays."""
+    """Known at once: for `none`, the stack's status as it stays; for a delete of a stack
+    already gone, StackNotFound."""
     reused: bool = False
     """The stack this flow run had created on an earlier attempt (its ClientToken)."""
+    request_id: str | None = None
+    """An update's or a delete's request id: its events name it, an earlier one's do not."""
 
 
 def client_token(operation: str, name: str) -> str:
@@ -135,7 +138,9 @@ def _create(credentials: AlibabaCloudCredentials, spec: StackSpec, template: dic
         return client.create_stack(request).body.stack_id
 
 
-def _update(credentials: AlibabaCloudCredentials, spec: StackSpec, stack_id: str, template):  # type: ignore[no-untyped-def]
+def _update(
+    credentials: AlibabaCloudCredentials, spec: StackSpec, stack_id: str, template: dict[str, str]
+) -> str:
     request = ros.UpdateStackRequest(
         region_id=credentials.region_id,
         stack_id=stack_id,
@@ -151,7 +156,7 @@ def _update(credentials: AlibabaCloudCredentials, spec: StackSpec, stack_id: str
     )
     client = credentials.ros_client()
     with cloud_call(f"UpdateStack {spec.name}"):
-        client.update_stack(request)
+        return client.update_stack(request).body.request_id
 
 
 @task(name="create-or-update-stack", cache_policy=NO_CACHE)
@@ -214,7 +219,7 @@ def create_or_update_stack(credentials: AlibabaCloudCredentials, spec: StackSpec
             "another operation: wait for it to finish"
         )
     try:
-        _update(credentials, spec, existing.stack_id, template)
+        request_id = _update(credentials, spec, existing.stack_id, template)
     except AlibabaCloudError as exc:
         if exc.code != "NotSupported":
             raise
@@ -228,7 +233,11 @@ def create_or_update_stack(credentials: AlibabaCloudCredentials, spec: StackSpec
         )
     logger.info("Updating stack %s (%s)", spec.name, existing.stack_id)
     return StackAction(
-        stack_id=existing.stack_id, operation="update", since=now - CLOCK_SKEW, **base
+        stack_id=existing.stack_id,
+        operation="update",
+        since=now - CLOCK_SKEW,
+        request_id=request_id,
+        **base,
     )
 
 
@@ -244,19 +253,29 @@ def delete_stack(credentials: AlibabaCloudCredentials, stack_id: str) -> StackAc
     now = datetime.now(UTC)
     client = credentials.ros_client()
     request = ros.DeleteStackRequest(region_id=credentials.region_id, stack_id=stack_id)
+    request_id = None
     try:
         with cloud_call(f"DeleteStack {stack_id}"):
-            client.delete_stack(request)
+            request_id = client.delete_stack(request).body.request_id
     except AlibabaCloudError as exc:
         if exc.code != ros_stacks.NOT_FOUND:
             raise
         get_run_logger().info("Stack %s is already gone", stack_id)
+        return StackAction(
+            stack_id=stack_id,
+            name=stack_id,
+            operation="delete",
+            started_at=now,
+            since=now,
+            status=ros_stacks.NOT_FOUND,
+        )
     return StackAction(
         stack_id=stack_id,
         name=stack_id,
         operation="delete",
         started_at=now,
         since=now - CLOCK_SKEW,
+        request_id=request_id,
     )
 
 
@@ -285,6 +304,15 @@ async def wait_for_stack(
         ```
     """
     logger = get_run_logger()
+    if action.operation == "delete" and action.status == ros_stacks.NOT_FOUND:
+        return StackOutcome(
+            stack_id=action.stack_id,
+            operation="delete",
+            status=action.status,
+            reason="the stack was already gone",
+            verdict="success",
+            seconds=0.0,
+        )
     if action.operation == "none":
         return StackOutcome(
             stack_id=action.stack_id,
@@ -309,6 +337,7 @@ async def wait_for_stack(
         stream=stream,
         owner=owner,
         log=logger,
+        request_id=action.request_id,
     )
     log = logger.info if outcome.succeeded else logger.error
     log(

@@ -93,3 +93,17 @@ def test_diagnosis_names_the_resources_that_failed_first() -> None:
 def test_diagnosis_without_failed_resources_gives_the_stack_reason() -> None:
     found = diagnose_events("s-1", [], stack_status="CREATE_FAILED", stack_reason="timed out")
     assert found.first == [] and found.summary() == "timed out"
+
+
+def test_diagnosis_in_one_second_splits_at_the_stacks_own_reaction() -> None:
+    at = "2026-12-02T01:00:00"
+    events = [
+        _event("stk", "ALIYUN::ROS::Stack", "CREATE_IN_PROGRESS", "", at),
+        _event("Sw", "ALIYUN::ECS::VSwitch", "CREATE_FAILED", "no stock", at),
+        _event("stk", "ALIYUN::ROS::Stack", "CREATE_ROLLBACK_IN_PROGRESS", "", at),
+        _event("Vpc", "ALIYUN::ECS::VPC", "DELETE_FAILED", "stuck", at),
+        _event("stk", "ALIYUN::ROS::Stack", "CREATE_ROLLBACK_FAILED", "", at),
+    ]
+    found = diagnose_events("s-1", events)
+    assert [f.logical_id for f in found.first] == ["Sw"]
+    assert [f.logical_id for f in found.later] == ["Vpc"]

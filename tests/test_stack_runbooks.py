@@ -4,13 +4,194 @@ faults (`/_alisim/faults`), lost events from its delivery faults."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
+import pytest
+
+from alicloud_runbooks.errors import AlibabaCloudError
+from flows.delete_stack import delete_stack
 from flows.deploy_stack import deploy_stack
-from tests.runbook_stack import run
+from flows.stack_steps import StackFailed, StackReport
+from tests.runbook_stack import faults, run, run_state
+
+NETWORK = "templates/network.yaml"
+
+
+def ros_calls(stack: Any, action: str) -> int:
+    return stack.api_calls().get("ROS", {}).get(action, 0)
+
+
+def deploy(cloud: Any, name: str = "net", **params: Any) -> StackReport:
+    params.setdefault("template", NETWORK)
+    return run(deploy_stack, cloud, name=name, on_failure="continue", **params)
+
+
+def failed_first(report: StackReport) -> list[tuple[str, str]]:
+    assert report.diagnosis is not None
+    return [(f.logical_id, f.reason) for f in report.diagnosis.first]
 
 
 def test_deploy_stack_creates_and_reports_by_event(cloud) -> None:
-    report = run(deploy_stack, cloud, name="net", template="templates/network.yaml")
-    assert report.outcome.status == "CREATE_COMPLETE"
+    report = run(deploy_stack, cloud, name="net", template=NETWORK)
+    assert (report.operation, report.outcome.status) == ("create", "CREATE_COMPLETE")
+    assert report.outcome.verdict == "success"
     assert report.outcome.settled_by == "event"
     assert report.outcome.get_stack_calls == 0
     assert set(report.details.outputs) == {"VpcId", "VSwitchId"}
+    assert {r["LogicalResourceId"] for r in report.details.resources} == {"Vpc", "VSwitch"}
+    assert report.diagnosis is None
+
+
+@pytest.mark.parametrize(
+    ("disable_rollback", "plan", "status", "first"),
+    [
+        (True, [{"logical_id": "VSwitch", "reason": "no stock"}], "CREATE_FAILED", "VSwitch"),
+        (
+            False,
+            [{"logical_id": "VSwitch", "reason": "no stock"}],
+            "CREATE_ROLLBACK_COMPLETE",
+            "VSwitch",
+        ),
+        (
+            False,
+            [
+                {"logical_id": "VSwitch", "reason": "no stock"},
+                {"logical_id": "Vpc", "operation": "delete", "reason": "stuck"},
+            ],
+            "CREATE_ROLLBACK_FAILED",
+            "VSwitch",
+        ),
+    ],
+)
+def test_create_failures_end_the_wait_as_failures(
+    cloud, disable_rollback, plan, status, first
+) -> None:
+    faults(cloud, ros=plan)
+    report = deploy(cloud, disable_rollback=disable_rollback)
+    assert (report.outcome.status, report.outcome.verdict) == (status, "failure")
+    assert report.outcome.settled_by == "event"
+    assert failed_first(report) == [(first, "InjectedFault: no stock")]
+    if status == "CREATE_ROLLBACK_FAILED":
+        assert [(f.logical_id, f.status) for f in report.diagnosis.later] == [
+            ("Vpc", "DELETE_FAILED")
+        ]
+
+
+@pytest.mark.parametrize(
+    ("disable_rollback", "count", "status"),
+    [
+        (False, None, "UPDATE_COMPLETE"),
+        (True, 1, "UPDATE_FAILED"),
+        (False, 1, "ROLLBACK_COMPLETE"),
+        (False, 2, "ROLLBACK_FAILED"),
+    ],
+)
+def test_update_outcomes(cloud, disable_rollback, count, status) -> None:
+    created = deploy(cloud, disable_rollback=disable_rollback)
+    assert created.outcome.status == "CREATE_COMPLETE"
+    if count:
+        faults(
+            cloud,
+            ros=[{"logical_id": "Vpc", "operation": "update", "reason": "locked", "count": count}],
+        )
+    report = deploy(cloud, parameters={"Name": "renamed"})
+    assert report.operation == "update"
+    assert report.stack_id == created.stack_id
+    assert report.outcome.status == status
+    assert report.outcome.settled_by == "event"
+    assert report.outcome.succeeded is (status == "UPDATE_COMPLETE")
+    if count:
+        assert failed_first(report) == [("Vpc", "InjectedFault: locked")]
+
+
+def test_update_with_nothing_to_change_is_no_operation(cloud) -> None:
+    created = deploy(cloud)
+    again = deploy(cloud)
+    assert again.operation == "none"
+    assert (again.stack_id, again.outcome.status) == (created.stack_id, "CREATE_COMPLETE")
+    assert again.outcome.succeeded
+
+
+def test_delete_complete_failed_and_not_found(cloud) -> None:
+    created = deploy(cloud)
+    faults(
+        cloud, ros=[{"logical_id": "Vpc", "operation": "delete", "reason": "in use", "count": 1}]
+    )
+    state = run_state(delete_stack, cloud, stack_id=created.stack_id)
+    assert state.is_failed()
+    with pytest.raises(StackFailed, match=r"DELETE_FAILED.*Vpc .*in use"):
+        state.result()
+    done = run(delete_stack, cloud, stack_id=created.stack_id)
+    assert (done.status, done.verdict, done.settled_by) == ("DELETE_COMPLETE", "success", "event")
+    gone = run(delete_stack, cloud, stack_id=created.stack_id)
+    assert (gone.status, gone.verdict) == ("StackNotFound", "success")
+
+
+def test_on_failure_fail_and_delete(cloud) -> None:
+    faults(cloud, ros=[{"logical_id": "VSwitch", "reason": "no stock"}])
+    state = run_state(deploy_stack, cloud, name="net", template=NETWORK)
+    with pytest.raises(StackFailed, match=r"CREATE_ROLLBACK_COMPLETE.*Failed first: VSwitch"):
+        state.result()
+    faults(cloud, ros=[{"logical_id": "VSwitch", "reason": "no stock"}])
+    state = run_state(deploy_stack, cloud, name="other", template=NETWORK, on_failure="delete")
+    with pytest.raises(StackFailed, match="no stock"):
+        state.result()
+    assert ros_calls(cloud, "DeleteStack") == 1
+    names = {s["StackName"] for s in _stacks(cloud)}
+    assert names == {"net"}
+
+
+def _stacks(cloud: Any) -> list[dict[str, Any]]:
+    from alibabacloud_ros20190910 import models as ros
+
+    client = cloud.credentials().ros_client()
+    body = client.list_stacks(ros.ListStacksRequest(region_id="cn-hangzhou", page_size=50)).body
+    return [s.to_map() for s in body.stacks or []]
+
+
+def test_a_lost_status_event_is_settled_by_one_get_stack(cloud) -> None:
+    faults(cloud, delivery={"drop_rate": 1.0, "event_types": ["ros:Stack:StatusChange"]})
+    before = ros_calls(cloud, "GetStack")
+    report = deploy(cloud, first_check=1.0)
+    assert report.outcome.status == "CREATE_COMPLETE"
+    assert report.outcome.settled_by == "reconciliation"
+    assert report.outcome.get_stack_calls == 1
+    dropped = httpx.get(f"{cloud.sim_url}/_alisim/deliveries", params={"outcome": "dropped"})
+    assert dropped.json()["deliveries"]
+    # One for the wait, one for the outputs.
+    assert ros_calls(cloud, "GetStack") - before == 2
+
+
+def test_bad_input_is_one_clear_error(cloud) -> None:
+    with pytest.raises(ValueError, match=r"'templates/nope\.yaml' does not exist"):
+        run(deploy_stack, cloud, name="net", template="templates/nope.yaml")
+    with pytest.raises(ValueError, match="exactly one of path, body or url"):
+        run(deploy_stack, cloud, name="net")
+    with pytest.raises(AlibabaCloudError, match="CreateStack net failed: "):
+        run(deploy_stack, cloud, name="net", template_body="Resources: {Bad: {Type: Nope}}")
+    wrong = cloud.credentials().model_copy(update={"access_key_id": "LTAInobody"})
+    with pytest.raises(AlibabaCloudError, match=r"InvalidAccessKeyId\.NotFound") as caught:
+        import asyncio
+
+        asyncio.run(deploy_stack(name="net", template=NETWORK, credentials=wrong))
+    assert wrong.access_key_secret.get_secret_value() not in str(caught.value)
+
+
+def test_a_stack_name_in_use_by_another_run(cloud) -> None:
+    faults(cloud, ros=[{"logical_id": "VSwitch", "hang": True}])
+    from alibabacloud_ros20190910 import models as ros
+
+    client = cloud.credentials().ros_client()
+    body = (cloud_root() / NETWORK).read_text()
+    client.create_stack(
+        ros.CreateStackRequest(region_id="cn-hangzhou", stack_name="net", template_body=body)
+    )
+    with pytest.raises(ValueError, match=r"in use by stack .*being created by another run"):
+        run(deploy_stack, cloud, name="net", template=NETWORK)
+
+
+def cloud_root():  # type: ignore[no-untyped-def]
+    from tasks.stacks import PROJECT_ROOT
+
+    return PROJECT_ROOT
