@@ -195,3 +195,51 @@ def cloud_root():  # type: ignore[no-untyped-def]
     from tasks.stacks import PROJECT_ROOT
 
     return PROJECT_ROOT
+
+
+def test_a_retried_run_reuses_the_stack_its_first_attempt_created(cloud) -> None:
+    from prefect import flow
+
+    from flows.stack_steps import deploy, owner_of
+    from tasks.stacks import StackSpec, StackTemplate, create_or_update_stack
+
+    attempts: list[str] = []
+
+    @flow(retries=1, retry_delay_seconds=0)
+    async def dies_after_create_stack(credentials) -> StackReport:  # type: ignore[no-untyped-def]
+        spec = StackSpec(name="net", template=StackTemplate(path=NETWORK))
+        if not attempts:
+            attempts.append(create_or_update_stack(credentials, spec).stack_id)
+            raise RuntimeError("the first attempt dies after CreateStack")
+        report = await deploy(credentials, spec, owner_of(credentials), 300.0)
+        attempts.append(report.stack_id)
+        return report
+
+    report = run(dies_after_create_stack, cloud)
+    assert len(attempts) == 2 and attempts[0] == attempts[1] == report.stack_id
+    assert (report.operation, report.reused) == ("create", True)
+    assert (report.outcome.status, report.outcome.settled_by) == ("CREATE_COMPLETE", "event")
+    assert [s["StackId"] for s in _stacks(cloud)] == [report.stack_id]
+    assert ros_calls(cloud, "CreateStack") == 2
+
+
+def test_stack_and_run_end_to_end(cloud) -> None:
+    from flows.stack_and_run import stack_and_run
+    from tests.runbook_stack import BUCKET
+
+    result = run(
+        stack_and_run,
+        cloud,
+        name="fleet",
+        parameters={"Amount": "3"},
+        script='echo "hello from $(hostname)"',
+        output_bucket=BUCKET,
+    )
+    assert result.stack.outcome.status == "CREATE_COMPLETE"
+    ids = result.stack.details.outputs["InstanceIds"]
+    assert len(ids) == 3
+    assert sorted(i.instance_id for i in result.run.instances) == sorted(ids)
+    assert {(i.status, i.exit_code) for i in result.run.instances} == {("Success", 0)}
+    assert all(i.oss_uri for i in result.run.instances)
+    assert result.deleted is not None and result.deleted.status == "DELETE_COMPLETE"
+    assert _stacks(cloud) == []
