@@ -293,6 +293,20 @@ def list_events(client: RosClient, region: str, stack_id: str) -> list[dict[str,
         page += 1
 
 
+OPERATION_STARTS = frozenset({"CREATE_IN_PROGRESS", "UPDATE_IN_PROGRESS", "DELETE_IN_PROGRESS"})
+
+
+def latest_operation(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events (oldest first) from the stack's last operation start on: an earlier
+    operation's failures are not this one's causes."""
+    starts = [
+        i
+        for i, e in enumerate(events)
+        if e.get("ResourceType") == STACK_TYPE and e.get("Status") in OPERATION_STARTS
+    ]
+    return events[starts[-1] :] if starts else events
+
+
 def diagnose_events(
     stack_id: str,
     events: list[dict[str, Any]],
@@ -306,6 +320,7 @@ def diagnose_events(
     (a rollback that cannot delete) comes later. Times are whole seconds, so the order of
     the events decides, and the earliest failure time only where the stack says nothing."""
     floor = _aware(since).replace(microsecond=0) if since else None
+    events = latest_operation(events)
     failed: list[tuple[FailedResource, bool]] = []
     seen: set[tuple[str, str]] = set()
     reacted = False

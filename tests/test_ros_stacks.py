@@ -107,3 +107,15 @@ def test_diagnosis_in_one_second_splits_at_the_stacks_own_reaction() -> None:
     found = diagnose_events("s-1", events)
     assert [f.logical_id for f in found.first] == ["Sw"]
     assert [f.logical_id for f in found.later] == ["Vpc"]
+
+
+def test_diagnosis_looks_at_the_latest_operation_only() -> None:
+    at = "2026-12-02T01:00:00"
+    events = [
+        _event("stk", "ALIYUN::ROS::Stack", "UPDATE_IN_PROGRESS", "", at),
+        _event("Vpc", "ALIYUN::ECS::VPC", "UPDATE_FAILED", "locked", at),
+        _event("stk", "ALIYUN::ROS::Stack", "UPDATE_FAILED", "", at),
+        _event("stk", "ALIYUN::ROS::Stack", "DELETE_IN_PROGRESS", "", at),
+        _event("Sw", "ALIYUN::ECS::VSwitch", "DELETE_FAILED", "in use", at),
+    ]
+    assert [f.logical_id for f in diagnose_events("s-1", events).first] == ["Sw"]
