@@ -29,12 +29,12 @@ def _markdown(found: Diagnosis, status: str | None) -> str:
 
 @flow(name="diagnose-stack")
 async def diagnose_stack(
-    stack: str,
+    stack_id: str,
     status: str | None = None,
     credentials: AlibabaCloudCredentials | None = None,
     credentials_block: str | None = None,
 ) -> Diagnosis:
-    """Diagnose stack `stack` (its id, or its event resource id `acs.ros.stack.<id>`, as the
+    """Diagnose stack `stack_id` (its id, or its event resource id `acs.ros.stack.<id>`, as the
     trigger passes it): ListStackEvents → the resources that failed first in its latest
     operation and their reasons; a table artifact, and an event `runbooks.stack.diagnosed`
     related to the stack.
@@ -48,7 +48,7 @@ async def diagnose_stack(
         ```
     """
     credentials = await resolve_credentials(credentials, credentials_block)
-    stack_id = stack.removeprefix(PREFIX)
+    stack_id = stack_id.removeprefix(PREFIX)
     found = diagnose(credentials, stack_id)
     rows = [
         {

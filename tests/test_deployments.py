@@ -105,7 +105,7 @@ def test_diagnose_stack_trigger_matches_every_failure_status() -> None:
     failures = {s for row in OUTCOMES.values() for s in row.failure}
     assert set(trigger.match.root[names.STACK_STATUS_LABEL]) == failures
     assert trigger.parameters == {
-        "stack": "{{ event.resource['prefect.resource.id'] }}",
+        "stack_id": "{{ event.resource['prefect.resource.id'] }}",
         "status": "{{ event.resource['acs.ros.stack-status'] }}",
     }
 

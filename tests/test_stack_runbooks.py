@@ -4,15 +4,18 @@ faults (`/_alisim/faults`), lost events from its delivery faults."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from alicloud_runbooks.errors import AlibabaCloudError
+from alicloud_runbooks.events import names
 from flows.delete_stack import delete_stack
 from flows.deploy_stack import deploy_stack
 from flows.stack_steps import StackFailed, StackReport
+from tests.helpers import wait_until
 from tests.runbook_stack import faults, run, run_state
 
 NETWORK = "templates/network.yaml"
@@ -243,3 +246,86 @@ def test_stack_and_run_end_to_end(cloud) -> None:
     assert all(i.oss_uri for i in result.run.instances)
     assert result.deleted is not None and result.deleted.status == "DELETE_COMPLETE"
     assert _stacks(cloud) == []
+
+
+@pytest.fixture
+def diagnose_deployment(cloud) -> Iterator[tuple[httpx.Client, str]]:
+    """The served diagnose-stack deployment with its trigger on, removed afterwards (the
+    session's server is shared)."""
+    from deployments import serve
+
+    (deployment,) = [d for d in serve.build_deployments("alisim") if d.name == "diagnose-stack"]
+    deployment_id = str(deployment.apply())
+    api = httpx.Client(base_url=cloud.api_url, timeout=30)
+    try:
+        yield api, deployment_id
+    finally:
+        related = api.get(f"/automations/related-to/prefect.deployment.{deployment_id}")
+        for automation in related.json():
+            api.delete(f"/automations/{automation['id']}")
+        for flow_run in _runs_of(api, deployment_id):
+            api.delete(f"/flow_runs/{flow_run['id']}")
+        api.delete(f"/deployments/{deployment_id}")
+        api.close()
+
+
+def _runs_of(api: httpx.Client, deployment_id: str) -> list[dict[str, Any]]:
+    response = api.post(
+        "/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment_id]}}}
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def _diagnosed_events(stack_id: str) -> list[Any]:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+    async def read() -> list[Any]:
+        async with get_client() as client:
+            page = await client.read_events(
+                filter=EventFilter(
+                    event=EventNameFilter(name=["runbooks.stack.diagnosed"]),
+                    related=EventRelatedFilter(id=[names.stack_resource(stack_id)]),
+                ),
+                limit=50,
+            )
+            return page.events
+
+    return asyncio.run(read())
+
+
+def test_diagnose_stack_is_fired_by_a_real_failure_event(cloud, diagnose_deployment) -> None:
+    from flows.diagnose_stack import diagnose_stack
+
+    api, deployment_id = diagnose_deployment
+    failed: list[str] = []
+
+    def fail_a_stack() -> None:
+        # The automation may be loaded a moment after it was created: a failure it missed is
+        # followed by another stack's until a run appears.
+        faults(cloud, ros=[{"logical_id": "VSwitch", "reason": "no stock"}])
+        failed.append(deploy(cloud, name=f"bad{len(failed)}").stack_id)
+
+    fail_a_stack()
+    runs = wait_until(
+        lambda: _runs_of(api, deployment_id) or fail_a_stack(), timeout=60, interval=2
+    )
+    parameters = runs[0]["parameters"]
+    stack_id = parameters["stack_id"].removeprefix("acs.ros.stack.")
+    assert stack_id in failed
+    assert parameters["stack_id"] == names.stack_resource(stack_id)
+    assert parameters["status"] == "CREATE_ROLLBACK_COMPLETE"
+    assert parameters["credentials_block"] == "alisim"
+    found = run(diagnose_stack, cloud, stack_id=parameters["stack_id"], status=parameters["status"])
+    assert (found.stack_id, found.stack_status) == (stack_id, "CREATE_ROLLBACK_COMPLETE")
+    assert [(f.logical_id, f.reason) for f in found.first] == [
+        ("VSwitch", "InjectedFault: no stock")
+    ]
+    (event,) = wait_until(lambda: _diagnosed_events(stack_id), timeout=20, interval=0.5)
+    assert event.payload["failed_first"][0]["logical_id"] == "VSwitch"
+    assert event.payload["status"] == "CREATE_ROLLBACK_COMPLETE"
+    stack_role = [r for r in event.related if r.id == names.stack_resource(stack_id)]
+    assert stack_role[0].role == "stack"
