@@ -119,3 +119,35 @@ def test_diagnosis_looks_at_the_latest_operation_only() -> None:
         _event("Sw", "ALIYUN::ECS::VSwitch", "DELETE_FAILED", "in use", at),
     ]
     assert [f.logical_id for f in diagnose_events("s-1", events).first] == ["Sw"]
+
+
+def _status_event(stack_id: str, status: str, request_id: str | None = None):  # type: ignore[no-untyped-def]
+    from prefect.events.schemas.events import Event
+
+    from alicloud_runbooks.events import names
+
+    return Event(
+        occurred=datetime.now(UTC),
+        event=names.STACK_STATUS_CHANGE,
+        resource={
+            "prefect.resource.id": names.stack_resource(stack_id),
+            names.STACK_STATUS_LABEL: status,
+        },
+        payload={"status": status, **({"requestId": request_id} if request_id else {})},
+    )
+
+
+def test_a_stack_wait_takes_only_its_operations_statuses_and_request() -> None:
+    from alicloud_runbooks.ros_stacks import stack_wait
+
+    update = stack_wait("s-1", "update", datetime.now(UTC), 300, 3600, request_id="R2")
+    # The stack's earlier create (a notification form without a request id, say) is not
+    # this update's end; nor is another stack's.
+    assert update.key_of(_status_event("s-1", "CREATE_COMPLETE")) is None
+    assert update.key_of(_status_event("s-1", "UPDATE_IN_PROGRESS")) is None
+    assert update.key_of(_status_event("s-2", "UPDATE_COMPLETE")) is None
+    assert update.key_of(_status_event("s-1", "ROLLBACK_COMPLETE")) == "s-1"
+    ours = _status_event("s-1", "UPDATE_COMPLETE", "R2")
+    earlier = _status_event("s-1", "UPDATE_COMPLETE", "R1")
+    assert update.key_of(ours) == "s-1" and update.not_ours(ours) is None
+    assert "not this update's" in (update.not_ours(earlier) or "")
