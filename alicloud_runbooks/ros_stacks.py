@@ -119,6 +119,8 @@ class StackOutcome(BaseModel):
     event_id: str | None = None
     reaction_ms: float | None = None
     """From the terminal event's arrival at the relay to the wait settling (event only)."""
+    from_source_ms: float | None = None
+    """From the event's own time (ROS announcing the status) to the wait settling."""
 
     @property
     def succeeded(self) -> bool:
@@ -272,6 +274,7 @@ async def wait_for_stack(
             get_stack_calls=calls,
             event_id=settled.event_id,
             reaction_ms=reaction,
+            from_source_ms=settled.reaction_ms,
         ),
         result,
     )

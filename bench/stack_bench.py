@@ -22,7 +22,7 @@ import asyncio
 import logging
 import statistics
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -134,13 +134,11 @@ def main() -> None:
                 )
                 flush_prefect_clients(timeout=10)
             o = report.outcome
-            at = _terminal_time(local.sim_url, report.stack_id)
-            settled_at = report.started_at + timedelta(seconds=o.seconds)
-            source_ms = (settled_at - at).total_seconds() * 1000 if at else None
+            source_ms = o.from_source_ms
             calls, lag, status = _poll(local, f"poll-{n}", args.instances)
             print(
                 f"run {n}: {o.status} in {o.seconds:.1f} s, settled by {o.settled_by}; "
-                f"relay receipt -> flow acting {o.reaction_ms or 0:.0f} ms, alisim status -> "
+                f"relay receipt -> flow acting {o.reaction_ms or 0:.0f} ms, ROS status -> "
                 f"flow acting {source_ms or 0:.0f} ms; GetStack calls by the wait "
                 f"{o.get_stack_calls} | 5 s poll: {status}, {calls} GetStack calls, lag "
                 f"{lag or 0:.0f} ms"
@@ -155,7 +153,7 @@ def main() -> None:
                 poll_lags.append(lag)
         print(
             f"p50: event wait {_median(reactions)} ms from relay receipt "
-            f"({_median(from_source)} ms from alisim's status), GetStack calls "
+            f"({_median(from_source)} ms from ROS's status time), GetStack calls "
             f"{_median(wait_calls)}; 5 s polling: lag {_median(poll_lags)} ms, "
             f"GetStack calls {_median(poll_calls)}"
         )
