@@ -309,6 +309,10 @@ def test_prefect_deploy_reads_prefect_yaml(prefect_server, clean_deployments) ->
     (action,) = automation["actions"]
     assert action["parameters"]["instance_ids"] == ["{{ event.payload['vmName'] }}"]
     assert "bootstrap of {{ event.payload.vmName }}" in action["parameters"]["command"]["script"]
+    (automation,) = _automations(api, _deployment(api, "diagnose-stack")["id"])
+    (action,) = automation["actions"]
+    assert action["parameters"]["stack_id"] == "{{ event.resource['prefect.resource.id'] }}"
+    assert action["parameters"]["status"] == "{{ event.resource['acs.ros.stack-status'] }}"
 
 
 def test_the_readme_runs_the_deployments_with_json_params(prefect_server, clean_deployments):
