@@ -329,3 +329,40 @@ def test_diagnose_stack_is_fired_by_a_real_failure_event(cloud, diagnose_deploym
     assert event.payload["status"] == "CREATE_ROLLBACK_COMPLETE"
     stack_role = [r for r in event.related if r.id == names.stack_resource(stack_id)]
     assert stack_role[0].role == "stack"
+
+
+def test_a_stack_that_never_ends_is_a_timeout_with_its_last_status(cloud) -> None:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from alibabacloud_ros20190910 import models as ros
+
+    from alicloud_runbooks import ros_stacks
+
+    faults(cloud, ros=[{"logical_id": "VSwitch", "hang": True}])
+    credentials = cloud.credentials()
+    client = credentials.ros_client()
+    body = (cloud_root() / NETWORK).read_text()
+    started = datetime.now(UTC)
+    stack_id = client.create_stack(
+        ros.CreateStackRequest(region_id="cn-hangzhou", stack_name="slow", template_body=body)
+    ).body.stack_id
+    # TimeoutInMinutes 0 and a 3 s grace: the wait's limit is 3 s after CreateStack.
+    outcome, result = asyncio.run(
+        ros_stacks.wait_for_stack(
+            client,
+            "cn-hangzhou",
+            stack_id,
+            "create",
+            started,
+            0,
+            first_check=1.0,
+            recheck_every=0.5,
+            grace=3.0,
+        )
+    )
+    assert outcome.verdict == "timeout"
+    assert outcome.status == "CREATE_IN_PROGRESS"
+    assert outcome.reason == "no terminal status within 0 min; last seen CREATE_IN_PROGRESS"
+    assert outcome.get_stack_calls >= 2
+    assert result.unsettled == [stack_id]
