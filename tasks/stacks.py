@@ -23,6 +23,7 @@ from alicloud_runbooks.errors import AlibabaCloudError, call, cloud_call
 from alicloud_runbooks.events import names
 from alicloud_runbooks.ros_stacks import Diagnosis, Operation, StackOutcome
 from alicloud_runbooks.stream import EventStream
+from alicloud_runbooks.times import parse_time
 from alicloud_runbooks.waiter import Owner
 from tasks.instances import stack_instances
 
@@ -213,6 +214,25 @@ def create_or_update_stack(credentials: AlibabaCloudCredentials, spec: StackSpec
                 )
             )
     assert existing is not None
+    if existing.status in ("UPDATE_IN_PROGRESS", "ROLLBACK_IN_PROGRESS"):
+        # This run's own update, from an attempt that died: UpdateStack with the same
+        # ClientToken answers as the first time, where another's would be refused as busy.
+        # Its events name the first call's request: the wait counts them from the
+        # update's start (the stack's UpdateTime) instead.
+        try:
+            _update(credentials, spec, existing.stack_id, template)
+        except AlibabaCloudError:
+            pass
+        else:
+            began = parse_time(existing.update_time) or now
+            logger.info("Reusing this run's update of stack %s", spec.name)
+            return StackAction(
+                stack_id=existing.stack_id,
+                operation="update",
+                since=began - CLOCK_SKEW,
+                reused=True,
+                **base,
+            )
     if (existing.status or "").endswith("_IN_PROGRESS"):
         raise ValueError(
             f"stack {spec.name!r} ({existing.stack_id}) is busy ({existing.status}) with "

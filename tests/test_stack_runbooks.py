@@ -366,3 +366,48 @@ def test_a_stack_that_never_ends_is_a_timeout_with_its_last_status(cloud) -> Non
     assert outcome.reason == "no terminal status within 0 min; last seen CREATE_IN_PROGRESS"
     assert outcome.get_stack_calls >= 2
     assert result.unsettled == [stack_id]
+
+
+def test_a_retried_run_reuses_its_update_in_progress(cloud) -> None:
+    from prefect import flow
+
+    from flows.stack_steps import deploy as deploy_steps
+    from flows.stack_steps import owner_of
+    from tasks.stacks import StackSpec, StackTemplate, create_or_update_stack
+
+    created = deploy(cloud)
+    faults(cloud, ros=[{"logical_id": "Vpc", "operation": "update", "delay_seconds": 2}])
+    attempts: list[str] = []
+
+    @flow(retries=1, retry_delay_seconds=0)
+    async def dies_after_update_stack(credentials) -> StackReport:  # type: ignore[no-untyped-def]
+        spec = StackSpec(
+            name="net", template=StackTemplate(path=NETWORK), parameters={"Name": "renamed"}
+        )
+        if not attempts:
+            attempts.append(create_or_update_stack(credentials, spec).operation)
+            raise RuntimeError("the first attempt dies after UpdateStack")
+        report = await deploy_steps(credentials, spec, owner_of(credentials), 300.0)
+        attempts.append(report.operation)
+        return report
+
+    report = run(dies_after_update_stack, cloud)
+    assert attempts == ["update", "update"]
+    assert (report.stack_id, report.reused) == (created.stack_id, True)
+    assert (report.outcome.status, report.outcome.settled_by) == ("UPDATE_COMPLETE", "event")
+    assert ros_calls(cloud, "UpdateStack") == 2
+    statuses = [e.status for e in _stack_events(cloud, created.stack_id)]
+    assert statuses.count("UPDATE_IN_PROGRESS") == 1
+
+
+def _stack_events(cloud: Any, stack_id: str) -> list[Any]:
+    from alibabacloud_ros20190910 import models as ros
+
+    client = cloud.credentials().ros_client()
+    request = ros.ListStackEventsRequest(
+        region_id="cn-hangzhou",
+        stack_id=stack_id,
+        resource_type=["ALIYUN::ROS::Stack"],
+        page_size=50,
+    )
+    return client.list_stack_events(request).body.events
