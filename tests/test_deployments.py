@@ -37,6 +37,10 @@ FLOW_NAMES = {
     "provision-and-run": "provision-and-run",
     "run-command": "run-command",
     "fleet-run": "fleet-run",
+    "deploy-stack": "deploy-stack",
+    "delete-stack": "delete-stack",
+    "stack-and-run": "stack-and-run",
+    "diagnose-stack": "diagnose-stack",
 }
 
 
@@ -73,7 +77,9 @@ def test_entrypoints_load_as_prefect_loads_them(name: str) -> None:
 
 def test_triggers_validate_as_prefect_deployment_triggers() -> None:
     adapter: TypeAdapter[DeploymentTriggerTypes] = TypeAdapter(DeploymentTriggerTypes)
-    triggers = [t for d in project()["deployments"] for t in d.get("triggers") or []]
+    triggers = [
+        t for d in project()["deployments"] if d["name"] == "run-command" for t in d["triggers"]
+    ]
     assert triggers, "prefect.yaml should carry an event trigger example"
     for spec in triggers:
         trigger = adapter.validate_python(copy.deepcopy(spec))
@@ -86,6 +92,22 @@ def test_triggers_validate_as_prefect_deployment_triggers() -> None:
     run_command = next(d for d in project()["deployments"] if d["name"] == "run-command")
     built = serve.triggers_of("run-command", run_command["triggers"], enable=True)
     assert [t.enabled for t in built] == [True]
+
+
+def test_diagnose_stack_trigger_matches_every_failure_status() -> None:
+    from alicloud_runbooks.ros_stacks import OUTCOMES
+
+    spec = next(d for d in project()["deployments"] if d["name"] == "diagnose-stack")
+    (trigger,) = serve.triggers_of("diagnose-stack", spec["triggers"])
+    assert isinstance(trigger, DeploymentEventTrigger)
+    assert trigger.expect == {names.STACK_STATUS_CHANGE}
+    assert trigger.enabled is True
+    failures = {s for row in OUTCOMES.values() for s in row.failure}
+    assert set(trigger.match.root[names.STACK_STATUS_LABEL]) == failures
+    assert trigger.parameters == {
+        "stack_id": "{{ event.resource['prefect.resource.id'] }}",
+        "status": "{{ event.resource['acs.ros.stack-status'] }}",
+    }
 
 
 def test_schedules_convert() -> None:
@@ -287,6 +309,10 @@ def test_prefect_deploy_reads_prefect_yaml(prefect_server, clean_deployments) ->
     (action,) = automation["actions"]
     assert action["parameters"]["instance_ids"] == ["{{ event.payload['vmName'] }}"]
     assert "bootstrap of {{ event.payload.vmName }}" in action["parameters"]["command"]["script"]
+    (automation,) = _automations(api, _deployment(api, "diagnose-stack")["id"])
+    (action,) = automation["actions"]
+    assert action["parameters"]["stack_id"] == "{{ event.resource['prefect.resource.id'] }}"
+    assert action["parameters"]["status"] == "{{ event.resource['acs.ros.stack-status'] }}"
 
 
 def test_the_readme_runs_the_deployments_with_json_params(prefect_server, clean_deployments):
