@@ -105,12 +105,14 @@ class LocalStack:
         )
         self.relay.start()
 
-    def restart_relay_replica(self, index: int) -> None:
-        """Stop one relay replica and start a new one on its port, to the same API server."""
-        old = self.relay_replicas[index]
-        old.stop()
-        settings = self.relay_settings(self.api_urls[index])
-        replica = ThreadedServer(create_app(settings), port=old.port)
+    def stop_relay_replica(self, index: int) -> None:
+        """Stop one relay replica (the front sends its pushes to the others)."""
+        self.relay_replicas[index].stop()
+
+    def start_relay_replica(self, index: int) -> None:
+        """A new relay replica on the port of replica `index`, to the same API server."""
+        port = self.relay_replicas[index].port
+        replica = ThreadedServer(create_app(self.relay_settings(self.api_urls[index])), port=port)
         self.relay_replicas[index] = replica
         replica.start()
 
