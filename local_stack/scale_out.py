@@ -405,6 +405,24 @@ class ScaleOutPrefect:
         named["services"] = self.services.proc
         return {name: p.pid for name, p in named.items() if p is not None}
 
+    def describe(self) -> list[str]:
+        """What runs where, one line a process (printed by `runbooks up --backend scale-out`)."""
+        pids = self.pids()
+        lines = [
+            f"  PostgreSQL       127.0.0.1:{self.postgres.port} (pid {pids.get('postgres')}, "
+            f"data {self.postgres.root / 'data'})",
+            f"  Redis            {self.redis.url()} messaging, cache, ordering, leases; "
+            f"{self.redis.url(1)} Docket (pid {pids.get('redis')})",
+        ]
+        for index, api in enumerate(self.apis, start=1):
+            pid = pids.get(f"api-{index}")
+            lines.append(f"  Prefect API {index}    {api.api_url} --no-services (pid {pid})")
+        lines.append(
+            f"  Prefect services `prefect server services start` (pid {pids.get('services')}, "
+            f"log {self.services.log_path})"
+        )
+        return lines
+
     def start(self, timeout: float = 120) -> ScaleOutPrefect:
         try:
             self.postgres.start()
