@@ -16,7 +16,7 @@ import pytest
 
 from alisim.config import zero_delay_settings
 from flows.provision_and_run import provision_and_run
-from local_stack.scale_out import ScaleOutPrefect
+from local_stack.scale_out import MissingServer, ScaleOutPrefect, postgres_bin
 from local_stack.stack import LocalStack, flush_prefect_clients
 from tests import samples
 from tests.helpers import wait_until
@@ -171,3 +171,8 @@ def test_a_rolling_relay_restart_during_a_run_loses_no_push(cloud) -> None:
     assert describe_calls(cloud) == {}
     failed = httpx.get(f"{cloud.sim_url}/_alisim/deliveries", params={"outcome": "failed"})
     assert failed.json()["deliveries"] == []
+
+
+def test_a_missing_server_binary_fails_with_the_apt_line_to_install_it() -> None:
+    with pytest.raises(MissingServer, match=r"apt-get install -y postgresql"):
+        postgres_bin("no-such-postgres-program")
