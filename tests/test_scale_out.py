@@ -5,6 +5,8 @@ a round-robin front. One stack for the module (it takes about 25 s to start)."""
 from __future__ import annotations
 
 import copy
+import io
+import os
 import signal
 import threading
 import uuid
@@ -16,33 +18,66 @@ import pytest
 
 from alisim.config import zero_delay_settings
 from flows.provision_and_run import provision_and_run
+from local_stack.demo import _start, _stop
 from local_stack.scale_out import MissingServer, ScaleOutPrefect, postgres_bin
-from local_stack.stack import LocalStack, flush_prefect_clients
+from local_stack.stack import LocalStack
 from tests import samples
 from tests.helpers import wait_until
 from tests.runbook_stack import BUCKET, api_calls, describe_calls, run, statuses
 
 
 @pytest.fixture(scope="module")
-def scale_out() -> Iterator[ScaleOutPrefect]:
-    prefect = ScaleOutPrefect()
-    prefect.start()
+def started() -> Iterator[tuple[LocalStack, ScaleOutPrefect, str]]:
+    """What `runbooks up --backend scale-out` starts, and what it printed; stopped as it
+    stops, and then no process of it is left."""
+    scale_out = ScaleOutPrefect()
+    local = LocalStack(sim_settings=zero_delay_settings())
+    out = io.StringIO()
+    pids: dict[str, int] = {}
     try:
-        yield prefect
+        _start(local, out, scale_out)
+        pids = scale_out.pids()
+        yield local, scale_out, out.getvalue()
     finally:
-        flush_prefect_clients()
-        prefect.stop()
+        _stop(local, out, scale_out)
+    assert [name for name, pid in pids.items() if _alive(pid)] == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="module")
-def stack(scale_out: ScaleOutPrefect) -> Iterator[LocalStack]:
+def scale_out(started: tuple[LocalStack, ScaleOutPrefect, str]) -> ScaleOutPrefect:
+    return started[1]
+
+
+@pytest.fixture(scope="module")
+def stack(started: tuple[LocalStack, ScaleOutPrefect, str]) -> LocalStack:
     """The runbook tests' `stack` (and so their `cloud`), on the scale-out Prefect."""
-    local = LocalStack(sim_settings=zero_delay_settings())
-    local.start(prefect=scale_out)
-    try:
-        yield local
-    finally:
-        local.stop()
+    return started[0]
+
+
+def test_up_prints_every_process_it_started_and_where(started) -> None:
+    stack, scale_out, printed = started
+    pids = scale_out.pids()
+    assert set(pids) == {"postgres", "redis", "api-1", "api-2", "services"}
+    assert all(_alive(pid) for pid in pids.values())
+    for name, what in (
+        ("postgres", f"PostgreSQL       127.0.0.1:{scale_out.postgres.port} (pid"),
+        ("redis", f"Redis            {scale_out.redis.url(0)}"),
+        ("api-1", f"Prefect API 1    {scale_out.api_urls[0]} --no-services (pid"),
+        ("api-2", f"Prefect API 2    {scale_out.api_urls[1]} --no-services (pid"),
+        ("services", "Prefect services `prefect server services start` (pid"),
+    ):
+        line = next(line for line in printed.splitlines() if what in line)
+        assert f"pid {pids[name]}" in line
+    for index, replica in enumerate(stack.relay_replicas, start=1):
+        assert f"relay replica {index}  {replica.url} -> {scale_out.api_urls[index - 1]}" in printed
 
 
 def _accepted(replica_url: str) -> int:
