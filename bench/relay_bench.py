@@ -7,6 +7,7 @@ waits for every push to settle and counts what Prefect stored. Prints, per rate:
 achieved events/s, events stored / published (loss), alisim retries, and the relay's own
 latency p50/p99.
 Usage: python -m bench.relay_bench [--rates 200,500,700,1000] [--seconds 10]
+       python -m bench.relay_bench --backend scale-out [--seconds 10] [--concurrency 32]
 """
 
 from __future__ import annotations
@@ -129,7 +130,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rates", default="200,500,700,1000")
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument(
+        "--backend",
+        choices=["sqlite", "scale-out"],
+        default="sqlite",
+        help="scale-out: relay ingest against Prefect's own POST /api/events on PostgreSQL "
+        "and Redis, side by side (bench/scale_out_bench.py)",
+    )
+    parser.add_argument("--concurrency", type=int, default=32, help="scale-out clients")
     args = parser.parse_args()
+    if args.backend == "scale-out":
+        from bench.scale_out_bench import run_scale_out
+
+        run_scale_out(args.seconds, args.concurrency)
+        return
     sim_port, relay_port = free_port(), free_port()
     with PrefectServer() as prefect:
         sim = _serve(

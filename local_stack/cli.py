@@ -90,6 +90,7 @@ def _up(args: argparse.Namespace) -> int:
         prefect_port=args.prefect_port,
         sim_port=args.sim_port,
         relay_port=args.relay_port,
+        backend=args.backend,
     )
 
 
@@ -439,6 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.1,
         help="alisim's delays, scaled (default 0.1; 1 for real boot times)",
+    )
+    up.add_argument(
+        "--backend",
+        choices=["sqlite", "scale-out"],
+        default="sqlite",
+        help="sqlite: one `prefect server start` (default); scale-out: PostgreSQL, Redis, two "
+        "Prefect API servers, a services process and two relay replicas (README: Scale out)",
     )
     up.add_argument(
         "--enable-triggers",

@@ -25,8 +25,9 @@ from typing import Any, TextIO
 from alicloud_runbooks.report import RunReport
 from alicloud_runbooks.text import plural
 from local_stack.home import HomeInUse, Piece, StackHome, StackState, default_home, now
+from local_stack.scale_out import ScaleOutPrefect
 from local_stack.servers import PortTaken, ensure_free
-from local_stack.stack import LocalStack
+from local_stack.stack import LocalStack, flush_prefect_clients
 
 BUCKET = "runbooks-demo"
 OUTPUTS_BUCKET = "runbooks-outputs"
@@ -114,11 +115,27 @@ def _masked_relay_url(stack: LocalStack) -> str:
     return f"{stack.relay_url}?token=****"
 
 
-def _start(stack: LocalStack, out: TextIO) -> None:
-    print("Starting a Prefect server, alisim, the relay and the EventBridge rules…", file=out)
+def _start(stack: LocalStack, out: TextIO, scale_out: ScaleOutPrefect | None = None) -> None:
+    if scale_out is None:
+        print("Starting a Prefect server, alisim, the relay and the EventBridge rules…", file=out)
+    else:
+        print(
+            "Starting PostgreSQL, Redis, two Prefect API servers, the Prefect services, alisim, "
+            "two relay replicas behind a front and the EventBridge rules…",
+            file=out,
+        )
     started = time.monotonic()
-    stack.start()
+    if scale_out is not None:
+        scale_out.start()
+    stack.start(prefect=scale_out)
     print(f"Stack up in {time.monotonic() - started:.1f}s:", file=out)
+    if scale_out is not None:
+        for line in scale_out.describe():
+            print(line, file=out)
+        for index, replica in enumerate(stack.relay_replicas, start=1):
+            print(
+                f"  relay replica {index}  {replica.url} -> {stack.api_urls[index - 1]}", file=out
+            )
     print(f"  Prefect UI       {stack.prefect.ui_url}", file=out)  # type: ignore[union-attr]
     print(f"  Prefect API      {stack.api_url}", file=out)
     print(
@@ -131,10 +148,20 @@ def _start(stack: LocalStack, out: TextIO) -> None:
         print(f"  EventBridge      {line}", file=out)
 
 
-def _stop(stack: LocalStack, out: TextIO) -> None:
+def _stop(stack: LocalStack, out: TextIO, scale_out: ScaleOutPrefect | None = None) -> None:
     """Every server, by its own handle, after this process's queued run logs and events."""
     stack.stop()
-    print("Stopped the Prefect server, alisim and the relay.", file=out, flush=True)
+    if scale_out is None:
+        print("Stopped the Prefect server, alisim and the relay.", file=out, flush=True)
+        return
+    flush_prefect_clients()
+    pids = ", ".join(f"{name} {pid}" for name, pid in scale_out.pids().items())
+    scale_out.stop()
+    print(
+        f"Stopped alisim, the relay replicas and their front, and by pid: {pids}.",
+        file=out,
+        flush=True,
+    )
 
 
 # -- the demo ----------------------------------------------------------------------------
@@ -364,7 +391,10 @@ def _up_banner(stack: LocalStack, enable_triggers: bool, home: StackHome) -> lis
         f"OSS bucket for outputs: {OUTPUTS_BUCKET}",
         "event triggers: " + ("enabled" if enable_triggers else "as in prefect.yaml (disabled)"),
         f"home:            {home.path} (kept: Prefect's runs, blocks, automations and "
-        "deployments; --fresh starts clean)",
+        "deployments; --fresh starts clean)"
+        if len(stack.api_urls) == 1
+        else f"home:            {home.path} (kept: the relay token and alisim's data; the "
+        "scale-out PostgreSQL starts empty each time)",
         f"status:          runbooks status --home {home.path}",
         "",
         "Run the flows against it:",
@@ -416,10 +446,15 @@ def run_up(
     prefect_port: int = DEFAULT_PREFECT_PORT,
     sim_port: int = DEFAULT_SIM_PORT,
     relay_port: int = DEFAULT_RELAY_PORT,
+    backend: str = "sqlite",
 ) -> int:
     """Start the stack on fixed ports with a kept home, save the `alisim` credentials block,
     serve the deployments until Ctrl-C or SIGTERM, then stop everything. 0 on a clean stop,
-    2 when a port is taken or another stack runs on the home."""
+    2 when a port is taken or another stack runs on the home.
+
+    `backend="scale-out"`: Prefect on PostgreSQL and Redis (`ScaleOutPrefect`), its API on
+    `prefect_port` and a second API server on a free port; its database starts empty each time
+    (in a temporary directory), while the home keeps the token and alisim's data."""
     from prefect.exceptions import TerminationSignal
 
     out = out or sys.stdout
@@ -444,13 +479,14 @@ def run_up(
         prefect_home=kept.prefect,
         sim_data_dir=kept.alisim,
     )
+    scale_out = ScaleOutPrefect(api_ports=[prefect_port, None]) if backend == "scale-out" else None
     wrote_state = False
     status = 0
     try:
         with _stop_signals():
             try:
-                _start(stack, out)
-            except RuntimeError as exc:
+                _start(stack, out, scale_out)
+            except RuntimeError as exc:  # MissingServer too: says what to install
                 print(f"runbooks up: {exc}", file=sys.stderr)
                 return 1
             kept.write_state(_state(stack))
@@ -487,7 +523,7 @@ def run_up(
         pass
     finally:
         print("\nShutting down…", file=out, flush=True)
-        _stop(stack, out)
+        _stop(stack, out, scale_out)
         if wrote_state:
             kept.clear_state()
     return status

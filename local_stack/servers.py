@@ -118,8 +118,12 @@ class PrefectServer:
         port: int | None = None,
         home: Path | None = None,
         extra_env: dict[str, str] | None = None,
+        database_url: str | None = None,
+        server_args: list[str] | None = None,
     ) -> None:
         self.port = port or free_port()
+        self.database_url = database_url
+        self.server_args = server_args or []
         self._tmp = None if home else tempfile.TemporaryDirectory(prefix="prefect-home-")
         self.home = home or Path(self._tmp.name)  # type: ignore[union-attr]
         self.extra_env = extra_env or {}
@@ -139,7 +143,17 @@ class PrefectServer:
         return {"PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.home)}
 
     def start(self, timeout: float = 90.0) -> PrefectServer:
-        database = f"sqlite+aiosqlite:///{self.home / 'prefect.db'}"
+        self.launch()
+        try:
+            self.await_health(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (`await_health` waits)."""
+        database = self.database_url or f"sqlite+aiosqlite:///{self.home / 'prefect.db'}"
         # The caller's own server settings (its API, its UI's API) are not this server's.
         inherited = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
         env = {
@@ -167,18 +181,17 @@ class PrefectServer:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                *self.server_args,
             ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        try:
-            self._await_health(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+
+    def await_health(self, timeout: float = 90.0) -> None:
+        """Until `/api/health` answers 200; raises if the process exits or is late."""
+        self._await_health(timeout)
 
     def _await_health(self, timeout: float) -> None:
         assert self.proc is not None

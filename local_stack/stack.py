@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from alibabacloud_ecs20140526 import models as ecs
@@ -24,6 +24,9 @@ from alicloud_runbooks.subscribe import subscribe
 from alisim.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Settings
 from alisim.server import AlisimServer
 from local_stack.servers import PrefectServer, ThreadedServer
+
+if TYPE_CHECKING:
+    from local_stack.scale_out import ScaleOutPrefect
 
 DEAD_LETTER_QUEUE = "runbooks-relay-dlq"
 
@@ -42,9 +45,12 @@ class LocalStack:
     """Start with `start()` (or `with`), stop with `stop()`: every server by its own handle."""
 
     sim_settings: Settings = field(default_factory=Settings)
-    prefect: PrefectServer | None = None
+    prefect: PrefectServer | ScaleOutPrefect | None = None
     sim: AlisimServer | None = None
     relay: ThreadedServer | None = None
+    # With several Prefect API servers (ScaleOutPrefect): one relay per API server, and
+    # `relay` is the round-robin front EventBridge pushes to.
+    relay_replicas: list[ThreadedServer] = field(default_factory=list)
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     subscribed: list[str] = field(default_factory=list)
     prefect_port: int | None = None
@@ -54,7 +60,7 @@ class LocalStack:
     sim_data_dir: Path | None = None
     _own_prefect: bool = True
 
-    def start(self, prefect: PrefectServer | None = None) -> LocalStack:
+    def start(self, prefect: PrefectServer | ScaleOutPrefect | None = None) -> LocalStack:
         try:
             # Each handle is kept before it starts, so stop() reaches a half-started server.
             if prefect is None:
@@ -70,19 +76,51 @@ class LocalStack:
                 self.sim_settings, port=self.sim_port, data_dir=self.sim_data_dir
             )
             self.sim.start()
-            self.relay = ThreadedServer(create_app(self.relay_settings()), port=self.relay_port)
-            self.relay.start()
+            self._start_relay()
             self.subscribe()
         except BaseException:
             self.stop()
             raise
         return self
 
-    def relay_settings(self) -> RelaySettings:
+    @property
+    def api_urls(self) -> list[str]:
+        """Every Prefect API server of the stack (one, unless it is a ScaleOutPrefect)."""
+        return list(getattr(self.prefect, "api_urls", [self.api_url]))
+
+    def _start_relay(self) -> None:
+        urls = self.api_urls
+        if len(urls) == 1:
+            self.relay = ThreadedServer(create_app(self.relay_settings()), port=self.relay_port)
+            self.relay.start()
+            return
+        from local_stack.relay_front import create_front
+
+        for url in urls:
+            replica = ThreadedServer(create_app(self.relay_settings(url)))
+            self.relay_replicas.append(replica)
+            replica.start()
+        self.relay = ThreadedServer(
+            create_front([r.url for r in self.relay_replicas]), port=self.relay_port
+        )
+        self.relay.start()
+
+    def stop_relay_replica(self, index: int) -> None:
+        """Stop one relay replica (the front sends its pushes to the others)."""
+        self.relay_replicas[index].stop()
+
+    def start_relay_replica(self, index: int) -> None:
+        """A new relay replica on the port of replica `index`, to the same API server."""
+        port = self.relay_replicas[index].port
+        replica = ThreadedServer(create_app(self.relay_settings(self.api_urls[index])), port=port)
+        self.relay_replicas[index] = replica
+        replica.start()
+
+    def relay_settings(self, api_url: str | None = None) -> RelaySettings:
         """The relay accepts events of alisim's account only, as it should of yours."""
         return RelaySettings(
             token=self.token,
-            prefect_api_url=self.api_url,
+            prefect_api_url=api_url or self.api_url,
             allowed_account_ids=[self.sim_settings.account_id],
         )
 
@@ -107,6 +145,8 @@ class LocalStack:
             flush_prefect_clients()
         if self.relay is not None:
             self.relay.stop()
+        for replica in self.relay_replicas:
+            replica.stop()
         if self.sim is not None:
             self.sim.stop()
         if self.prefect is not None and self._own_prefect:
