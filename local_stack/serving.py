@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -22,10 +23,20 @@ class ServedDeployments:
     """Start with `start()` (or `with`): saves the credentials block, serves every deployment
     of prefect.yaml with it, and waits until they exist; `stop()` ends the process group."""
 
-    def __init__(self, stack: LocalStack, block: str, poll_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        stack: LocalStack,
+        block: str,
+        poll_seconds: float = 1.0,
+        enable_triggers: Sequence[str] = (),
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        """`enable_triggers`: the names of the prefect.yaml triggers to switch on."""
         self.stack = stack
         self.block = block
         self.poll_seconds = poll_seconds
+        self.enable_triggers = list(enable_triggers)
+        self.extra_env = extra_env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         assert stack.prefect is not None
         self.log_path = stack.prefect.home / "serve.log"
@@ -37,12 +48,16 @@ class ServedDeployments:
         env = {
             **os.environ,
             **self.stack.prefect.env(),
-            "PREFECT_RUNNER_POLL_FREQUENCY": str(self.poll_seconds),
             "PYTHONPATH": str(ROOT),
+            **self.extra_env,
         }
+        command = [sys.executable, "-m", "deployments.serve", "--credentials", self.block]
+        command += ["--poll-seconds", str(self.poll_seconds)]
+        for name in self.enable_triggers:
+            command += ["--enable-trigger", name]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child process owns it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "deployments.serve", "--credentials", self.block],
+            command,
             env=env,
             cwd=ROOT,
             stdout=log,
