@@ -72,10 +72,14 @@ class ServedDeployments:
         return self
 
     def _await_deployments(self, timeout: float) -> None:
+        """Until every deployment of prefect.yaml, and the automation of each trigger
+        switched on, exists on the server."""
+        from deployments.serve import load_project
+
         assert self.proc is not None
-        url = f"{self.stack.api_url}/deployments/name/run-command/run-command"
+        wanted = {d["name"] for d in load_project()["deployments"]}
         deadline = time.monotonic() + timeout
-        while httpx.get(url, timeout=30).status_code != 200:
+        while not self._present(wanted):
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"deployments.serve exited; see {self.log_path}:\n"
@@ -84,6 +88,19 @@ class ServedDeployments:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the deployments did not appear within {timeout}s")
             time.sleep(0.5)
+
+    def _present(self, wanted: set[str]) -> bool:
+        api = self.stack.api_url
+        deployments = httpx.post(f"{api}/deployments/filter", json={}, timeout=30)
+        if deployments.status_code != 200:
+            return False
+        if not wanted <= {d["name"] for d in deployments.json()}:
+            return False
+        if not self.enable_triggers:
+            return True
+        automations = httpx.post(f"{api}/automations/filter", json={}, timeout=30)
+        enabled = {a["name"] for a in automations.json() if a["enabled"]}
+        return automations.status_code == 200 and set(self.enable_triggers) <= enabled
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
