@@ -147,7 +147,8 @@ def main() -> int:
     running = [r[1] for r in rows]
     created = [r[2] for r in rows]
     whole = [r[3] for r in rows]
-    print(f"\n{len(rows)} triggered runs, runner poll {args.poll_seconds:g}s, {os.cpu_count()} CPUs:")
+    cpus = os.cpu_count()
+    print(f"\n{len(rows)} triggered runs, runner poll {args.poll_seconds:g}s, {cpus} CPUs:")
     for label, values in (
         ("event → Running ", running),
         ("event → created ", created),
