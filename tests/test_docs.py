@@ -18,9 +18,11 @@ MODULES = [
     "tasks.commands",
     "tasks.waits",
     "tasks.reporting",
+    "tasks.reactions",
     "flows.provision_and_run",
     "flows.run_command",
     "flows.fleet_run",
+    "flows.reactions",
     "flows.steps",
     "alicloud_runbooks.blocks",
 ]
