@@ -10,9 +10,10 @@ Printed per event and as p50/p99:
   to the run's `Running` state (the trigger, the run's creation, the runner's poll, the flow
   process starting);
 - event → created: the same to the run's creation (the automation alone);
+- event → Pending: to the runner taking the run (its poll), before the flow's process starts;
 - source → Running: from alisim's event time (EventBridge delivery and the relay included).
 
-Usage: python -m bench.trigger_bench [--events 20] [--poll-seconds 1]
+Usage: python -m bench.trigger_bench [--events 20] [--poll-seconds 1] [--start-method spawn]
 """
 
 from __future__ import annotations
@@ -64,10 +65,10 @@ def _runs(api: httpx.Client, deployment_id: str) -> list[dict[str, Any]]:
     ).json()
 
 
-def _running_at(api: httpx.Client, run_id: str) -> datetime | None:
+def _state_at(api: httpx.Client, run_id: str, kind: str) -> datetime | None:
     states = api.get("/flow_run_states/", params={"flow_run_id": run_id}).json()
-    running = [s for s in states if s["type"] == "RUNNING"]
-    return min(_time(s["timestamp"]) for s in running) if running else None
+    found = [s for s in states if s["type"] == kind]
+    return min(_time(s["timestamp"]) for s in found) if found else None
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> Any:
@@ -88,12 +89,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.trigger_bench")
     parser.add_argument("--events", type=int, default=20)
     parser.add_argument("--poll-seconds", type=float, default=1.0)
+    parser.add_argument("--start-method", choices=["forkserver", "spawn"], default="forkserver")
     args = parser.parse_args()
     prefect = PrefectServer(
         extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"}
     )
     stack = LocalStack(sim_settings=zero_delay_settings())
-    rows: list[tuple[str, float, float, float]] = []
+    rows: list[tuple[str, float, float, float, float]] = []
     try:
         prefect.start()
         stack.start(prefect=prefect)
@@ -103,6 +105,7 @@ def main() -> int:
             BLOCK,
             poll_seconds=args.poll_seconds,
             enable_triggers=[TRIGGER],
+            start_method=args.start_method,
             extra_env={"RUNBOOKS_WINDOW_SETTLE_SECONDS": "1"},
         ):
             deployment = api.get("/deployments/name/restart-stopped/restart-stopped").json()
@@ -121,7 +124,8 @@ def main() -> int:
                     60,
                     "no triggered run",
                 )[0]
-                running = _wait(lambda r=run: _running_at(api, r["id"]), 60, "not Running")
+                running = _wait(lambda r=run: _state_at(api, r["id"], "RUNNING"), 60, "not Running")
+                pending = _state_at(api, run["id"], "PENDING") or running
                 occurred = _time(event["occurred"])
                 source = _time(event["payload"]["acs"]["time"])
                 rows.append(
@@ -130,11 +134,13 @@ def main() -> int:
                         (running - occurred).total_seconds(),
                         (_time(run["created"]) - occurred).total_seconds(),
                         (running - source).total_seconds(),
+                        (pending - occurred).total_seconds(),
                     )
                 )
                 print(
                     f"{instance_id}: event → Running {rows[-1][1]:.2f}s "
-                    f"(created {rows[-1][2]:.2f}s), source → Running {rows[-1][3]:.2f}s",
+                    f"(created {rows[-1][2]:.2f}s, Pending {rows[-1][4]:.2f}s), "
+                    f"source → Running {rows[-1][3]:.2f}s",
                     flush=True,
                 )
                 # The next stop must fall after this window, to start a run of its own.
@@ -147,11 +153,17 @@ def main() -> int:
     running = [r[1] for r in rows]
     created = [r[2] for r in rows]
     whole = [r[3] for r in rows]
+    pending = [r[4] for r in rows]
     cpus = os.cpu_count()
-    print(f"\n{len(rows)} triggered runs, runner poll {args.poll_seconds:g}s, {cpus} CPUs:")
+    load = os.getloadavg()[0]
+    print(
+        f"\n{len(rows)} triggered runs, runner poll {args.poll_seconds:g}s, start "
+        f"{args.start_method}, {cpus} CPUs, load average {load:.1f}:"
+    )
     for label, values in (
         ("event → Running ", running),
         ("event → created ", created),
+        ("event → Pending ", pending),
         ("source → Running", whole),
     ):
         print(

@@ -30,13 +30,16 @@ class ServedDeployments:
         poll_seconds: float = 1.0,
         enable_triggers: Sequence[str] = (),
         extra_env: dict[str, str] | None = None,
+        start_method: str | None = None,
     ) -> None:
-        """`enable_triggers`: the names of the prefect.yaml triggers to switch on."""
+        """`enable_triggers`: the names of the prefect.yaml triggers to switch on;
+        `start_method`: `deployments.serve --start-method` (default: its own)."""
         self.stack = stack
         self.block = block
         self.poll_seconds = poll_seconds
         self.enable_triggers = list(enable_triggers)
         self.extra_env = extra_env or {}
+        self.start_method = start_method
         self.proc: subprocess.Popen[bytes] | None = None
         assert stack.prefect is not None
         self.log_path = stack.prefect.home / "serve.log"
@@ -55,6 +58,8 @@ class ServedDeployments:
         command += ["--poll-seconds", str(self.poll_seconds)]
         for name in self.enable_triggers:
             command += ["--enable-trigger", name]
+        if self.start_method:
+            command += ["--start-method", self.start_method]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child process owns it
         self.proc = subprocess.Popen(
             command,
