@@ -174,9 +174,17 @@ def start_runs_by_forkserver(modules: Sequence[str]) -> None:
 
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["prefect.flow_engine", *modules])
+    # Start the fork server now (it imports the modules once), not at the first run.
+    warm = context.Process(target=_nothing)
+    warm.start()
+    warm.join()
     engine.multiprocessing = types.SimpleNamespace(  # type: ignore[attr-defined]
         get_context=lambda method=None: context, context=multiprocessing.context
     )
+
+
+def _nothing() -> None:
+    """What the warm-up process runs."""
 
 
 def check_block(name: str) -> str | None:
