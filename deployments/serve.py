@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,25 @@ if TYPE_CHECKING:
 PROJECT_FILE = Path(__file__).resolve().parent.parent / "prefect.yaml"
 BLOCK_TYPE_SLUG = "alibaba-cloud-credentials"
 DEFAULT_BLOCK = "alisim"
+# How often the runner asks for scheduled runs: a triggered run waits for the next poll before
+# it starts. Prefect's default (PREFECT_RUNNER_POLL_FREQUENCY) is 10 s; 1 s keeps a triggered
+# run Running within about 2 s of its event for the cost of one small API call a second.
+POLL_SECONDS_ENV = "RUNBOOKS_POLL_SECONDS"
+DEFAULT_POLL_SECONDS = 1.0
+
+
+def poll_seconds_default() -> float:
+    """`RUNBOOKS_POLL_SECONDS` if set (a positive number), else 1 s."""
+    raw = os.environ.get(POLL_SECONDS_ENV)
+    if not raw:
+        return DEFAULT_POLL_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{POLL_SECONDS_ENV}={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"{POLL_SECONDS_ENV}={raw!r} must be more than 0")
+    return value
 
 
 def load_project(path: Path = PROJECT_FILE) -> dict[str, Any]:
@@ -79,9 +99,13 @@ def schedule_of(spec: dict[str, Any]) -> Schedule:
 
 
 def triggers_of(
-    deployment_name: str, specs: Sequence[dict[str, Any]], *, enable: bool = False
+    deployment_name: str,
+    specs: Sequence[dict[str, Any]],
+    *,
+    enable: bool | Collection[str] = False,
 ) -> list[DeploymentTriggerTypes]:
-    """The `triggers:` entries, validated as `prefect deploy` does (same default names)."""
+    """The `triggers:` entries, validated as `prefect deploy` does (same default names).
+    `enable`: True switches on every trigger, a collection of names only those."""
     from prefect.events import DeploymentTriggerTypes
     from pydantic import TypeAdapter
 
@@ -89,7 +113,7 @@ def triggers_of(
     triggers = []
     for index, spec in enumerate(specs, start=1):
         spec = {"name": f"{deployment_name}__automation_{index}", **spec}
-        if enable:
+        if enable is True or (not isinstance(enable, bool) and spec["name"] in enable):
             spec["enabled"] = True
         triggers.append(adapter.validate_python(spec))
     return triggers
@@ -98,7 +122,7 @@ def triggers_of(
 def build_deployments(
     credentials_block: str | None = DEFAULT_BLOCK,
     *,
-    enable_triggers: bool = False,
+    enable_triggers: bool | Collection[str] = False,
     project: Path = PROJECT_FILE,
 ) -> list[RunnerDeployment]:
     """One RunnerDeployment per prefect.yaml deployment. `credentials_block=None`: no block,
@@ -131,6 +155,38 @@ def build_deployments(
     return deployments
 
 
+START_METHODS = ("forkserver", "spawn")
+
+
+def start_runs_by_forkserver(modules: Sequence[str]) -> None:
+    """Start each flow run from a fork server that has imported Prefect and the runbooks
+    once, instead of a fresh interpreter per run (`spawn`, Prefect's way) that imports them
+    again: that import is most of a triggered run's start (1-2 s on an idle 2-core machine,
+    several under load). The runner starts a served flow with
+    `prefect.flow_engine.run_flow_in_subprocess`, which asks its module's `multiprocessing`
+    for a `spawn` context; this gives it a `forkserver` context instead (POSIX only). The
+    child gets the run's environment from the runner explicitly, as with spawn. Prefect
+    3.9.1's internals: check again when upgrading (tests/test_reactions.py runs through it)."""
+    import multiprocessing
+    import types
+
+    import prefect.flow_engine as engine
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["prefect.flow_engine", *modules])
+    # Start the fork server now (it imports the modules once), not at the first run.
+    warm = context.Process(target=_nothing)
+    warm.start()
+    warm.join()
+    engine.multiprocessing = types.SimpleNamespace(  # type: ignore[attr-defined]
+        get_context=lambda method=None: context, context=multiprocessing.context
+    )
+
+
+def _nothing() -> None:
+    """What the warm-up process runs."""
+
+
 def check_block(name: str) -> str | None:
     """None if the block can be loaded from the current Prefect server, else why not."""
     from prefect.exceptions import ObjectNotFound
@@ -147,16 +203,28 @@ def check_block(name: str) -> str | None:
 def serve(
     credentials_block: str | None = DEFAULT_BLOCK,
     *,
-    enable_triggers: bool = False,
+    enable_triggers: bool | Collection[str] = False,
     limit: int | None = None,
+    poll_seconds: float | None = None,
+    start_method: str = "forkserver",
 ) -> None:
     """Create or update the deployments and run their flow runs here until interrupted
-    (Ctrl-C; SIGTERM makes Prefect's runner exit with SystemExit(0))."""
+    (Ctrl-C; SIGTERM makes Prefect's runner exit with SystemExit(0)). `poll_seconds`: how
+    often the runner looks for runs to start (default `RUNBOOKS_POLL_SECONDS`, else 1 s).
+    `start_method`: `forkserver` (each run forked from a process that has the runbooks
+    imported) or `spawn` (Prefect's own: a fresh interpreter per run)."""
     from prefect import serve as prefect_serve
 
+    if start_method not in START_METHODS:
+        raise ValueError(f"start_method {start_method!r}: one of {', '.join(START_METHODS)}")
+    deployments = build_deployments(credentials_block, enable_triggers=enable_triggers)
+    if start_method == "forkserver":
+        modules = {d.entrypoint.rpartition(".")[0] for d in deployments if d.entrypoint}
+        start_runs_by_forkserver(sorted(modules))
     prefect_serve(
-        *build_deployments(credentials_block, enable_triggers=enable_triggers),
+        *deployments,
         limit=limit,
+        query_seconds=poll_seconds or poll_seconds_default(),
     )
 
 
@@ -182,8 +250,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="switch on the event triggers that prefect.yaml leaves disabled",
     )
+    parser.add_argument(
+        "--enable-trigger",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="switch on this trigger only (by its name in prefect.yaml); repeatable",
+    )
     parser.add_argument("--limit", type=int, default=None, help="concurrent flow runs at most")
+    parser.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=None,
+        help=f"seconds between the runner's looks for runs to start (default "
+        f"${POLL_SECONDS_ENV}, else {DEFAULT_POLL_SECONDS:g}): a triggered run starts at the "
+        "next look",
+    )
+    parser.add_argument(
+        "--start-method",
+        choices=START_METHODS,
+        default="forkserver",
+        help="how each flow run's process starts: forked from a process with the runbooks "
+        "imported (default), or a fresh interpreter (Prefect's spawn)",
+    )
     args = parser.parse_args(argv)
+    if args.poll_seconds is not None and args.poll_seconds <= 0:
+        parser.error("--poll-seconds must be more than 0")
     block = None if args.default_chain else args.credentials
     if block and (problem := check_block(block)):
         print(
@@ -192,7 +284,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    serve(block, enable_triggers=args.enable_triggers, limit=args.limit)
+    enable: bool | list[str] = args.enable_triggers or args.enable_trigger
+    serve(
+        block,
+        enable_triggers=enable,
+        limit=args.limit,
+        poll_seconds=args.poll_seconds,
+        start_method=args.start_method,
+    )
     return 0
 
 

@@ -213,7 +213,9 @@ class LocalStack:
         deadline = time.monotonic() + timeout
         while True:
             found = client.describe_cloud_assistant_status(
-                ecs.DescribeCloudAssistantStatusRequest(region_id=region, instance_id=ids)
+                ecs.DescribeCloudAssistantStatusRequest(
+                    region_id=region, instance_id=ids, max_results=50
+                )
             ).body.instance_cloud_assistant_status_set.instance_cloud_assistant_status
             if len(found) == count and all(s.cloud_assistant_status == "true" for s in found):
                 return ids

@@ -228,3 +228,40 @@ def delete_instances(credentials: AlibabaCloudCredentials, instance_ids: Sequenc
         )
         call("DeleteInstances", lambda r=request: client.delete_instances(r))
     get_run_logger().info("Deleted %s", plural(len(instance_ids), "instance"))
+
+
+@task(name="stop-instances")
+def stop_instances(
+    credentials: AlibabaCloudCredentials, instance_ids: Sequence[str], reason: str = "runbook"
+) -> None:
+    """StopInstances, 100 per call. Each instance's `runbooks.instance.stop-requested` event
+    is emitted first, so `restart-stopped` knows a runbook asked for this stop and leaves the
+    instance stopped.
+
+    Example:
+        ```python
+        from alicloud_runbooks.blocks import AlibabaCloudCredentials
+        from tasks.instances import stop_instances
+
+        stop_instances(AlibabaCloudCredentials.load("prod"), ["i-bp1…"], reason="resize")
+        ```
+    """
+    from prefect.events import emit_event
+
+    from alicloud_runbooks.events import names
+    from alicloud_runbooks.restarts import STOP_REQUESTED
+
+    client = credentials.ecs_client()
+    for batch in chunks(list(instance_ids), DELETE_INSTANCES_MAX):
+        for instance_id in batch:
+            emit_event(
+                event=STOP_REQUESTED,
+                resource={
+                    "prefect.resource.id": names.instance_resource(instance_id),
+                    "prefect.resource.name": instance_id,
+                },
+                payload={"reason": reason, "flow_run": flow_run.get_id()},
+            )
+        request = ecs.StopInstancesRequest(region_id=credentials.region_id, instance_id=batch)
+        call("StopInstances", lambda r=request: client.stop_instances(r))
+    get_run_logger().info("Stopped %s (%s)", plural(len(instance_ids), "instance"), reason)

@@ -41,6 +41,8 @@ FLOW_NAMES = {
     "delete-stack": "delete-stack",
     "stack-and-run": "stack-and-run",
     "diagnose-stack": "diagnose-stack",
+    "collect-diagnostics": "collect-diagnostics",
+    "restart-stopped": "restart-stopped",
 }
 
 
@@ -56,6 +58,10 @@ def test_prefect_yaml_names_the_runbooks() -> None:
     )
     assert deployments["run-command"]["entrypoint"] == "flows/run_command.py:run_command"
     assert deployments["fleet-run"]["entrypoint"] == "flows/fleet_run.py:fleet_run"
+    assert deployments["collect-diagnostics"]["entrypoint"] == (
+        "flows/reactions.py:collect_diagnostics"
+    )
+    assert deployments["restart-stopped"]["entrypoint"] == "flows/reactions.py:restart_stopped"
     for spec in deployments.values():
         assert spec["parameters"]["credentials_block"] == "alisim"
         assert spec["work_pool"]["name"] == "runbooks"
@@ -76,22 +82,43 @@ def test_entrypoints_load_as_prefect_loads_them(name: str) -> None:
 
 
 def test_triggers_validate_as_prefect_deployment_triggers() -> None:
+    """Every trigger is a batching one (alicloud_runbooks/windows.py): Reactive, threshold 1,
+    a `within`, no for_each, and the run's `window` names the same event, labels and seconds."""
     adapter: TypeAdapter[DeploymentTriggerTypes] = TypeAdapter(DeploymentTriggerTypes)
+    # One run per failed stack (diagnose-stack) is not a batching trigger: its own test.
     triggers = [
-        t for d in project()["deployments"] if d["name"] == "run-command" for t in d["triggers"]
+        t
+        for d in project()["deployments"]
+        if d["name"] != "diagnose-stack"
+        for t in d.get("triggers") or []
     ]
-    assert triggers, "prefect.yaml should carry an event trigger example"
+    assert {t["expect"][0] for t in triggers} == {
+        names.FIRST_HEARTBEAT,
+        names.TASK_COMPLETED,
+        names.INSTANCE_STATE_CHANGE,
+    }
     for spec in triggers:
         trigger = adapter.validate_python(copy.deepcopy(spec))
         assert isinstance(trigger, DeploymentEventTrigger)
-        assert trigger.expect == {names.FIRST_HEARTBEAT}
         assert trigger.enabled is False
+        assert trigger.posture == "Reactive" and trigger.threshold == 1
+        assert not trigger.for_each
         assert trigger.parameters is not None
-        assert trigger.parameters["instance_ids"] == ["{{ event.payload['vmName'] }}"]
-    # The same specs through serve.py, switched on.
+        window = trigger.parameters["window"]
+        assert trigger.expect == {window["event"]}
+        assert trigger.within.total_seconds() == window["seconds"] > 0
+        assert window["match"] == spec["match"]
+        assert window["start"] == "{{ event['occurred'] | string }}"
+    # The same specs through serve.py, switched on: all, or by name.
     run_command = next(d for d in project()["deployments"] if d["name"] == "run-command")
     built = serve.triggers_of("run-command", run_command["triggers"], enable=True)
     assert [t.enabled for t in built] == [True]
+    named = serve.triggers_of("run-command", run_command["triggers"], enable=["other"])
+    assert [t.enabled for t in named] == [False]
+    named = serve.triggers_of(
+        "run-command", run_command["triggers"], enable=["run-command-on-first-heartbeat"]
+    )
+    assert [t.enabled for t in named] == [True]
 
 
 def test_diagnose_stack_trigger_matches_every_failure_status() -> None:
@@ -222,7 +249,7 @@ def test_served_deployments_are_created(prefect_server, clean_deployments) -> No
             )
 
 
-def test_first_heartbeat_trigger_starts_run_command_on_that_instance(
+def test_first_heartbeat_trigger_starts_run_command_with_its_window(
     prefect_server, clean_deployments
 ) -> None:
     api = clean_deployments
@@ -234,9 +261,12 @@ def test_first_heartbeat_trigger_starts_run_command_on_that_instance(
     source = copy.deepcopy(samples.FIRST_HEARTBEAT)
     source["data"]["vmName"] = instance_id
 
+    posted: dict[str, dict[str, Any]] = {}
+
     def post_heartbeat() -> None:
         source["id"] = str(uuid.uuid4())
         event = from_cloud_event(source, received=datetime.now(UTC))
+        posted[event["id"]] = event
         api.post("/events", json=[event]).raise_for_status()
 
     post_heartbeat()
@@ -246,9 +276,14 @@ def test_first_heartbeat_trigger_starts_run_command_on_that_instance(
         lambda: _flow_runs(api, run_command["id"]) or post_heartbeat(), timeout=30, interval=1
     )
     parameters = runs[0]["parameters"]
-    assert parameters["instance_ids"] == [instance_id]
+    # The run gets the window that starts at the triggering event, not one instance: it
+    # reads the window's instances from the event store (tests/test_reactions.py runs it).
+    window = parameters["window"]
+    trigger = posted[window["trigger_event"]]
+    assert datetime.fromisoformat(window["start"]) == datetime.fromisoformat(trigger["occurred"])
+    assert window["event"] == names.FIRST_HEARTBEAT and window["seconds"] == 10
+    assert "instance_ids" not in parameters
     assert parameters["command"]["name"] == "bootstrap"
-    assert f"bootstrap of {instance_id}, agent 2.2.3.529" in parameters["command"]["script"]
     assert parameters["credentials_block"] == "alisim"
 
 
@@ -307,8 +342,9 @@ def test_prefect_deploy_reads_prefect_yaml(prefect_server, clean_deployments) ->
     (automation,) = _automations(api, run_command["id"])
     assert automation["enabled"] is False
     (action,) = automation["actions"]
-    assert action["parameters"]["instance_ids"] == ["{{ event.payload['vmName'] }}"]
-    assert "bootstrap of {{ event.payload.vmName }}" in action["parameters"]["command"]["script"]
+    assert action["parameters"]["window"]["start"] == "{{ event['occurred'] | string }}"
+    assert action["parameters"]["window"]["trigger_event"] == "{{ event['id'] | string }}"
+    assert "bootstrap of $(hostname)" in action["parameters"]["command"]["script"]
     (automation,) = _automations(api, _deployment(api, "diagnose-stack")["id"])
     (action,) = automation["actions"]
     assert action["parameters"]["stack_id"] == "{{ event.resource['prefect.resource.id'] }}"

@@ -26,6 +26,8 @@ MODULES = [
     "flows.delete_stack",
     "flows.stack_and_run",
     "flows.diagnose_stack",
+    "tasks.reactions",
+    "flows.reactions",
     "flows.steps",
     "alicloud_runbooks.blocks",
 ]

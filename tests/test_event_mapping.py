@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 
 import pytest
@@ -28,6 +29,12 @@ def test_task_completed() -> None:
     assert event["resource"]["prefect.resource.id"] == "acs.ecs.instance.i-bp114aaaaaaaaaaaaaaa"
     assert event["resource"]["acs.region"] == "cn-hangzhou"
     assert event["resource"]["acs.ecs.invocation-status"] == "Success"
+    # The command's name, so a trigger can leave one out (`!collect-diagnostics`); "" when
+    # the event names none, since Prefect's negation needs the label to be there.
+    assert event["resource"]["acs.ecs.command-name"] == "hello-linux.sh"
+    nameless = copy.deepcopy(samples.TASK_COMPLETED)
+    del nameless["data"]["commandName"]
+    assert from_cloud_event(nameless, received=NOW)["resource"]["acs.ecs.command-name"] == ""
     assert {(r["prefect.resource.id"], r["prefect.resource.role"]) for r in event["related"]} == {
         ("acs.ecs.invocation.t-hz045aaaaaaaaaa", "invocation"),
         ("acs.ecs.command.c-hz045aaaaaaaaaa", "command"),

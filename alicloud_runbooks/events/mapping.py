@@ -118,7 +118,10 @@ def _task_completed(data: dict[str, Any], region: str | None, account: str | Non
         region,
         account,
         d.instance_id,
-        **{names.INVOCATION_STATUS_LABEL: d.invocation_status},
+        **{
+            names.INVOCATION_STATUS_LABEL: d.invocation_status,
+            names.COMMAND_NAME_LABEL: d.command_name or "",
+        },
     )
     return names.TASK_COMPLETED, resource, related
 

@@ -23,6 +23,9 @@ REGION_LABEL = "acs.region"
 ACCOUNT_LABEL = "acs.account-id"
 INVOCATION_STATUS_LABEL = "acs.ecs.invocation-status"
 DELIVERY_STATUS_LABEL = "acs.ecs.delivery-status"
+# On TaskCompleted, always present ("" when the event names no command), so a trigger can
+# leave a command out by name (`!collect-diagnostics`: Prefect's negation needs the label).
+COMMAND_NAME_LABEL = "acs.ecs.command-name"
 INSTANCE_STATE_LABEL = "acs.ecs.instance-state"
 STACK_STATUS_LABEL = "acs.ros.stack-status"
 STACK_NAME_LABEL = "acs.ros.stack-name"
