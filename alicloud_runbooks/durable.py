@@ -15,6 +15,7 @@ an in-process wait does. A run with no deployment cannot be suspended: it waits 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,7 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 logger = logging.getLogger(__name__)
 
 SUSPENDED_EVENT = "runbooks.wait.suspended"
+ANNOUNCE_AGAIN = (1.0, 3.0)  # seconds between the copies of the suspended event
 RUNNING_EVENT = "prefect.flow-run.Running"  # the run is back: the deadline is not needed
 MIN_PROACTIVE_SECONDS = 10  # Prefect's floor for a Proactive trigger's window
 RESUME_MARGIN = timedelta(minutes=10)  # a suspend outlives its deadline automation by this
@@ -106,25 +108,31 @@ async def arm(
 
 async def announce(flow_run_id: UUID, key: str, expected: int, deadline: datetime) -> None:
     """The event that starts the deadline automation's window, stored before the process
-    exits (`emit_event` would send it from a background worker, too late)."""
-    now = datetime.now(UTC)
-    event: dict[str, Any] = {
-        "id": str(uuid.uuid4()),
-        "occurred": now.isoformat(),
-        "event": SUSPENDED_EVENT,
-        "resource": {"prefect.resource.id": flow_run_resource(flow_run_id)},
-        "related": [
-            {
-                "prefect.resource.id": f"runbooks.wait.{flow_run_id}.{key}",
-                "prefect.resource.role": "wait",
-                "prefect.resource.name": key,
-            }
-        ],
-        "payload": {"expected": expected, "deadline": deadline.isoformat()},
-    }
-    async with get_client() as client:
-        response = await client._client.post("/events", json=[event])
-        response.raise_for_status()
+    exits (`emit_event` would send it from a background worker, too late).
+
+    Sent again after `ANNOUNCE_AGAIN` seconds: Prefect loads a new automation into its
+    triggers a moment after creating it (later on a loaded server), and an `after` event it
+    sees before then starts no window. A second copy opens the window if the first did not,
+    and changes nothing if it did (Prefect keeps an open bucket as it is)."""
+    for pause in (0.0, *ANNOUNCE_AGAIN):
+        await asyncio.sleep(pause)
+        event: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "occurred": datetime.now(UTC).isoformat(),
+            "event": SUSPENDED_EVENT,
+            "resource": {"prefect.resource.id": flow_run_resource(flow_run_id)},
+            "related": [
+                {
+                    "prefect.resource.id": f"runbooks.wait.{flow_run_id}.{key}",
+                    "prefect.resource.role": "wait",
+                    "prefect.resource.name": key,
+                }
+            ],
+            "payload": {"expected": expected, "deadline": deadline.isoformat()},
+        }
+        async with get_client() as client:
+            response = await client._client.post("/events", json=[event])
+            response.raise_for_status()
 
 
 async def disarm(flow_run_id: UUID) -> None:

@@ -319,6 +319,11 @@ async def _await_results(
         deadline = results.wait.next_deadline or datetime.now(UTC)
         await durable.arm(run_id, key, names.TASK_COMPLETED, len(results.pending), deadline)
         await durable.announce(run_id, key, len(results.pending), deadline)
+        # What came while the automations were being armed may not be counted by them.
+        latest = await wait(0)
+        if not latest.pending:
+            await durable.disarm(run_id)
+            return latest
         get_run_logger().info(
             "%d of %d results still awaited after %.0fs: suspending the run (no process held) "
             "until they come or the deadline at %s",
