@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel
 
+from alicloud_runbooks.report import WaitSummary
 from alisim.config import BootTime, zero_delay_settings
 from bench.polling_runbook import fixed, oos_backoff, polling_provision_and_run
 from bench.runbook_bench import WARM_UP_INSTANCES, _quiet_console
@@ -56,6 +57,9 @@ class Measured(BaseModel):
     delivery_to_read_ms: float | None
     describe_calls: int
     api_calls: int
+    paths: dict[str, str] = {}
+    """Events only: per wait, the event path (source event to its arrival in the flow's
+    process) p50/max and how its keys settled: where the time goes."""
 
 
 def _log(sim_url: str, since: float) -> dict[str, list[dict]]:
@@ -64,11 +68,15 @@ def _log(sim_url: str, since: float) -> dict[str, list[dict]]:
     return response.json()
 
 
-def measure(sim_url: str, runbook: str, instances: int, run: Callable[[], int]) -> Measured:
-    """Run `run` (it returns how many instances succeeded) and read the call log of its window."""
+Run = Callable[[], tuple[int, dict[str, str]]]
+
+
+def measure(sim_url: str, runbook: str, instances: int, run: Run) -> Measured:
+    """Run `run` (it returns how many instances succeeded, and notes) and read the call log
+    of its window."""
     started = time.time()
     perf = time.perf_counter()
-    succeeded = run()
+    succeeded, paths = run()
     wall = time.perf_counter() - perf
     ended = time.time()
     log = _log(sim_url, started)
@@ -94,10 +102,17 @@ def measure(sim_url: str, runbook: str, instances: int, run: Callable[[], int]) 
         delivery_to_read_ms=to_read,
         describe_calls=sum(1 for c in calls if c["action"].startswith("Describe")),
         api_calls=len(calls),
+        paths=paths,
     )
 
 
-def _event_run(stack: LocalStack, instances: int) -> int:
+def _path(wait: WaitSummary) -> str:
+    path = wait.delivery_ms
+    spread = f"path p50 {path[len(path) // 2]:,.0f} ms, max {path[-1]:,.0f} ms" if path else "-"
+    return f"{spread}; {wait.by_event} by event, {wait.by_reconciliation} by reconciliation"
+
+
+def _event_run(stack: LocalStack, instances: int) -> tuple[int, dict[str, str]]:
     report = asyncio.run(
         provision_and_run(
             count=instances,
@@ -109,15 +124,16 @@ def _event_run(stack: LocalStack, instances: int) -> int:
         )
     )
     flush_prefect_clients(timeout=10)
-    return len(report.instances) - len(report.failed)
+    paths = {w.name: _path(w) for w in report.waits}
+    return len(report.instances) - len(report.failed), paths
 
 
-def _polling_run(stack: LocalStack, instances: int, policy: str) -> int:
+def _polling_run(stack: LocalStack, instances: int, policy: str) -> tuple[int, dict[str, str]]:
     intervals = fixed(5) if policy == "fixed" else oos_backoff()
     figures = polling_provision_and_run(
         stack.credentials(), instances, SCRIPT, BUCKET, intervals, prefix=f"polling-{policy}"
     )
-    return sum(1 for s in figures.statuses.values() if s == "Success")
+    return sum(1 for s in figures.statuses.values() if s == "Success"), {}
 
 
 def _ms(value: float | None) -> str:
@@ -135,6 +151,8 @@ def print_table(rows: list[Measured]) -> None:
             f"{_ms(r.heartbeat_to_run_ms):>12} {_ms(r.delivery_to_read_ms):>15} "
             f"{r.describe_calls:>9} {r.api_calls:>10}"
         )
+        for name, text in r.paths.items():
+            print(f"{'':>7}{name}: {text}")
 
 
 def draw(rows: list[Measured], path: Path, note: str) -> None:
@@ -207,7 +225,7 @@ def main() -> None:
         with stack.prefect_client_settings():
             _event_run(stack, WARM_UP_INSTANCES)  # Prefect's first-run costs, not counted
             for size in args.sizes:
-                runs: list[tuple[str, Callable[[], int]]] = [
+                runs: list[tuple[str, Run]] = [
                     ("events", lambda s=size: _event_run(stack, s)),
                     ("poll 5 s", lambda s=size: _polling_run(stack, s, "fixed")),
                     ("OOS back-off", lambda s=size: _polling_run(stack, s, "oos")),
