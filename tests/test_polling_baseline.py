@@ -11,7 +11,13 @@ from alibabacloud_ecs20140526 import models as ecs_models
 from alicloud_runbooks.blocks import AlibabaCloudCredentials
 from alisim.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, BootTime
 from alisim.server import AlisimServer
-from bench.polling_runbook import Intervals, fixed, oos_backoff, polling_provision_and_run
+from bench.polling_runbook import (
+    Intervals,
+    _done,
+    fixed,
+    oos_backoff,
+    polling_provision_and_run,
+)
 from tests.helpers import patch_settings
 
 BUCKET = "polling-baseline"
@@ -50,3 +56,13 @@ def test_polling_runbook_runs_two_instances(sim: AlisimServer, intervals: Interv
         ecs_models.DescribeInstancesRequest(region_id="cn-hangzhou")
     )
     assert not left.body.instances.instance
+
+
+def test_the_results_loop_waits_for_the_delivery_too() -> None:
+    """A final status with its OSS delivery still in progress is not done: reading then would
+    find no object (alisim delivers too fast for the end-to-end test to show it)."""
+    assert not _done(("Success", "InProgress", ""))
+    assert not _done(("Running", "", ""))
+    assert _done(("Success", "Finished", "oss://b/k"))
+    assert _done(("Failed", "Failed", ""))
+    assert _done(("Aborted", "", ""))  # nothing to deliver
