@@ -608,6 +608,7 @@ async def test_an_output_wait_started_with_the_results_takes_early_deliveries(pr
         # `late` becomes due after longer than the wait's timeout since it started.
         await asyncio.sleep(2.0)
         control.arm([late])
+        await asyncio.sleep(0.5)  # its delivery comes a moment after its result, as it does
         post(prefect, event(names.OUTPUT_DELIVERED, late, mine.invoke_id, **finished))
         result = await waiting
     assert sorted(result.by("event")) == sorted([first, early, late])
