@@ -37,14 +37,16 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python -m bench.alisim_bench
 	$(BIN)/python -m bench.ros_bench
 	$(BIN)/python -m bench.runbook_bench
+	$(BIN)/python -m bench.side_by_side
 
 constraints:
 	rm -rf .constraints-venv
 	$(PYTHON) -m venv .constraints-venv
-	.constraints-venv/bin/python -m pip install --quiet -e '.[dev]'
+	.constraints-venv/bin/python -m pip install --quiet -e '.[dev,bench]'
 	.constraints-venv/bin/python -m pip freeze --exclude-editable > constraints.txt
 	rm -rf .constraints-venv
 

@@ -136,6 +136,49 @@ def _always(event: Event) -> bool:
     return True
 
 
+class WaitControl:
+    """Steers a wait that starts before its keys are due (`EventWait.control`): the
+    OutputDelivered wait starts with the TaskCompleted wait, so a delivery event that comes
+    before the last result settles its key at once, and each key's deadline runs from when
+    its result came (`arm`). A key with nothing to wait for is `withdraw`n. Calls made
+    before the wait starts are kept and applied when it does."""
+
+    def __init__(self) -> None:
+        self._waiting: _Waiting | None = None
+        self._armed: set[str] = set()
+        self._withdrawn: set[str] = set()
+        self._stopped = False
+
+    def arm(self, keys: Collection[str]) -> None:
+        """These keys are due now: their deadlines start, reconciliation may ask for them."""
+        fresh = set(keys) - self._armed - self._withdrawn
+        self._armed |= fresh
+        if self._waiting is not None and fresh:
+            self._waiting.arm(fresh)
+
+    def withdraw(self, keys: Collection[str]) -> None:
+        """Nothing will come for these keys (no output to deliver): stop waiting for them."""
+        fresh = set(keys) - self._withdrawn
+        self._withdrawn |= fresh
+        if self._waiting is not None and fresh:
+            self._waiting.withdraw(fresh)
+
+    def stop(self) -> None:
+        """End the wait now, keys open or not (the run is suspending or failing)."""
+        self._stopped = True
+        if self._waiting is not None:
+            self._waiting.stop()
+
+    def bind(self, waiting: _Waiting) -> None:
+        self._waiting = waiting
+        if self._withdrawn:
+            waiting.withdraw(self._withdrawn)
+        if self._armed - self._withdrawn:
+            waiting.arm(self._armed - self._withdrawn)
+        if self._stopped:
+            waiting.stop()
+
+
 @dataclass
 class EventWait:
     """What to wait for: `event` on each key's resource, optionally tied to related ids.
@@ -168,6 +211,10 @@ class EventWait:
     on_settle: Callable[[Settlement], None] | None = None
     """Told of each key as it settles (a fleet run starts the next instance, counts errors,
     moves its progress); it must not block, and what it raises is logged, not propagated."""
+    control: WaitControl | None = None
+    """With a control, keys start unarmed: events settle them, but no deadline runs, no store
+    re-read or reconciliation asks for them, until `WaitControl.arm`; `timeout` then runs
+    from the arming."""
     reread_every: float = 3.0
     subscribe_timeout: float = 5.0
     watch: WatchPolicy | None = field(default_factory=WatchPolicy)
@@ -232,7 +279,10 @@ class _Waiting:
         self.hold_until = self.loop.time() + spec.hold if spec.hold is not None else math.inf
         self.limit_at = start + max(spec.limit or spec.timeout, spec.timeout)
         self.open: set[str] = set(spec.keys)
-        self.deadline = dict.fromkeys(self.open, start + spec.timeout)
+        self.unarmed: set[str] = set(self.open) if spec.control is not None else set()
+        self.deadline = dict.fromkeys(self.open, math.inf if self.unarmed else start + spec.timeout)
+        self.armed_at = -math.inf
+        self.stopped = False
         self.given_up: set[str] = set()
         self.rechecked: set[str] = set()
         self.settled: dict[str, Settlement] = {}
@@ -317,9 +367,34 @@ class _Waiting:
                     "%s: on_settle failed for %s: %s", self.spec.name, settlement.key, exc
                 )
 
+    # ----- steered by a WaitControl
+    def arm(self, keys: Collection[str]) -> None:
+        now = self.loop.time()
+        for key in keys:
+            if key in self.unarmed:
+                self.unarmed.discard(key)
+                self.deadline[key] = now + self.spec.timeout
+        # A key armed after a quiet spell is not a straggler yet: its event may be on its way.
+        self.armed_at = now
+        self._wake.set()
+
+    def withdraw(self, keys: Collection[str]) -> None:
+        for key in keys:
+            if key in self.open:
+                self.open.discard(key)
+                self.unarmed.discard(key)
+        self._wake.set()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._wake.set()
+
     # ----- waiting
     def active(self) -> list[str]:
-        return [k for k in self.open if k not in self.given_up]
+        return [k for k in self.open if k not in self.given_up and k not in self.unarmed]
+
+    def awaiting_arming(self) -> bool:
+        return any(k in self.open and k not in self.given_up for k in self.unarmed)
 
     async def pause(self, seconds: float) -> None:
         """Sleep, but wake as soon as an event settles something (or the stream reopens)."""
@@ -377,7 +452,7 @@ class _Waiting:
         if not candidates:
             return [], math.inf
         quiet = policy.quiet_interval(self.event_times, self.straggler_rounds)
-        due_at = max(self.event_times[-1], self.last_round_at) + quiet
+        due_at = max(self.event_times[-1], self.last_round_at, self.armed_at) + quiet
         return (candidates if now >= due_at else []), due_at
 
     async def reconcile(self, keys: list[str], *, at_deadline: bool) -> None:
@@ -481,7 +556,7 @@ class _Waiting:
     async def run(self) -> None:
         await self.read_store()
         next_read = self.loop.time() + self.spec.reread_every
-        while active := self.active():
+        while not self.stopped and ((active := self.active()) or self.awaiting_arming()):
             now = self.loop.time()
             due = [k for k in active if self.deadline[k] <= now]
             if due:
@@ -493,7 +568,7 @@ class _Waiting:
                 continue
             if self.gap or now >= next_read:
                 self.gap = False
-                await self.read_store()
+                await self.read_store(self.open - self.unarmed)
                 next_read = self.loop.time() + self.spec.reread_every
                 continue
             if now >= self.hold_until:
@@ -521,7 +596,8 @@ class _Waiting:
     async def report(self) -> None:
         assert self.watch is not None
         try:
-            await self.watch.tick(len(self.settled), len(self.open))
+            # Keys not due yet (unarmed) are not a stall: nothing is late for them.
+            await self.watch.tick(len(self.settled), len(self.open - self.unarmed))
         except Exception as exc:
             self.log.warning("%s: could not report progress: %s", self.spec.name, exc)
 
@@ -578,6 +654,8 @@ async def wait_for_events(
         async with own:
             return await wait_for_events(spec, reconcile, log, own)
     waiting = _Waiting(spec, reconcile, log, stream)
+    if spec.control is not None:
+        spec.control.bind(waiting)
     stream.attach(waiting)
     try:
         await waiting.run()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from alisim.config import Settings
 from alisim.credentials import CredentialStore, NonceCache
 from alisim.events import documents
+from alisim.events.calllog import CallLog
 from alisim.events.documents import NoticeConverter
 from alisim.events.log import EventLog
 from alisim.faults import Faults
@@ -63,6 +64,7 @@ class Cloud:
         self.credentials = CredentialStore()
         self.nonces = NonceCache(self.settings.signature_window_seconds)
         self.events = EventLog(self.settings.event_log_limit)
+        self.call_log = CallLog(self.settings.call_log_limit)
         self.events.subscribe(self._on_event)
         # Fixed for the server's life: what the services declare.
         self.services = tuple(services)
@@ -98,6 +100,7 @@ class Cloud:
         return getattr(self, service.name, None)
 
     def _on_event(self, event: dict[str, Any]) -> None:
+        self.call_log.event(event)
         for service in self.services:
             if service.on_event is not None:
                 service.on_event(self.state(service), event)
@@ -129,6 +132,7 @@ class Cloud:
 
     def count_call(self, product: str, action: str) -> None:
         self.calls[(product, action)] += 1
+        self.call_log.call(product, action)
 
     def calls_by_product(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -155,6 +159,7 @@ class Cloud:
             if service.forget is not None:
                 service.forget(self.state(service))
         self.events.clear()
+        self.call_log.clear()
         self._build()
 
     async def shutdown(self) -> None:

@@ -59,7 +59,25 @@ class Settings(BaseModel):
         ge=0,
         description="How long a command waits for an instance's agent before it is Aborted.",
     )
-    max_concurrent_commands: int = Field(default=32, ge=1)
+    max_concurrent_commands_per_instance: int = Field(
+        default=10,
+        ge=1,
+        description="Commands one instance's agent runs at once; more wait Pending. The real "
+        "agent runs each instance's commands itself, so there is no account-wide cap.",
+    )
+    max_concurrent_commands: int | None = Field(
+        default=None,
+        ge=1,
+        description="An optional cap across all instances (this host's processes), for tests "
+        "of queued commands; None (the default) leaves only the per-instance bound, so a "
+        "bench of 1,000 instances measures the runbook, not the emulator.",
+    )
+    call_log_limit: int = Field(
+        default=200_000,
+        ge=100,
+        description="API calls and published events kept with their times for "
+        "`/_alisim/call-log`; the oldest go first.",
+    )
     signature_window_seconds: int = Field(default=900, ge=1)
     event_log_limit: int = Field(default=200_000, ge=100)
     event_time_precision: Literal["seconds", "milliseconds"] = Field(

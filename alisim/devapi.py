@@ -1,6 +1,6 @@
-"""Developer endpoints under `/_alisim/`: health, call counts, events, settings, faults, reset,
-sts, and those the services add (`Service.devapi`: EventBridge's deliveries, dead letters,
-CloudMonitor subscriptions).
+"""Developer endpoints under `/_alisim/`: health, call counts, the timed call log, events,
+settings, faults, reset, sts, and those the services add (`Service.devapi`: EventBridge's
+deliveries, dead letters, CloudMonitor subscriptions).
 
 JSON in and out. Unknown paths and bad input get a JSON 4xx saying what is wrong, never a
 500; bodies are bounded (`devapi_max_body_bytes`). When alisim is open to other hosts every
@@ -145,6 +145,18 @@ async def _calls(cloud: Cloud, request: Request) -> Response:
     )
 
 
+async def _call_log(cloud: Cloud, request: Request) -> Response:
+    """Each API call (product, action, time) and published event (type, subject, time), in
+    order, from `since` (epoch seconds); DELETE clears it. Times are alisim's clock."""
+    if request.method == "DELETE":
+        cloud.call_log.clear()
+    try:
+        since = float(request.query_params.get("since", "0"))
+    except ValueError:
+        raise _BadRequest("since must be a number of seconds since the epoch") from None
+    return JSONResponse(cloud.call_log.since(since))
+
+
 async def _reset(cloud: Cloud, request: Request) -> Response:
     if request.method != "POST":
         raise _BadRequest("use POST", 405)
@@ -198,6 +210,7 @@ _ROUTES: dict[str, Route] = {
     "events": _events,
     "faults": _faults,
     "calls": _calls,
+    "call-log": _call_log,
     "reset": _reset,
     "sts": _sts,
 }

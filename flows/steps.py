@@ -4,6 +4,8 @@ report, which is published whatever happens."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import UTC, datetime
@@ -27,7 +29,7 @@ from alicloud_runbooks.events import names
 from alicloud_runbooks.report import InstanceReport, RunReport, WaitSummary
 from alicloud_runbooks.stream import EventStream
 from alicloud_runbooks.times import parse_time
-from alicloud_runbooks.waiter import Owner
+from alicloud_runbooks.waiter import Owner, WaitControl, WaitResult
 from tasks import commands, waits
 from tasks.reporting import FullOutputs, publish_outputs, publish_report
 
@@ -176,27 +178,79 @@ async def _run_and_wait(
     while_running: AbstractAsyncContextManager[None] | None = None,
     report_progress: bool = True,
 ) -> None:
-    async with while_running or nullcontext():
-        invocations, records = await _run_to_results(
-            credentials, report, rows, instance_ids, spec, events, owner, on_result, report_progress
+    """RunCommand, then the TaskCompleted and OutputDelivered waits together: the output
+    wait is on before the first result, so a delivery that comes before the last result is
+    taken as it arrives, and the outputs are read as soon as the last delivery is in."""
+    control = WaitControl() if spec.output_bucket else None
+    delivery: asyncio.Task[tuple[WaitResult, dict[str, InvocationRecord]]] | None = None
+
+    def invoked(invocations: list[Invocation]) -> None:
+        nonlocal delivery
+        if control is None:
+            return
+        everyone = {
+            i: InvocationRecord(instance_id=i, invoke_id=inv.invoke_id, status="Unknown")
+            for inv in invocations
+            for i in inv.instance_ids
+        }
+        delivery = asyncio.ensure_future(
+            waits.wait_for_output_delivery(
+                credentials,
+                invocations,
+                everyone,
+                timeout=spec.delivery_timeout,
+                stream=events,
+                owner=owner,
+                report_progress=report_progress,
+                control=control,
+                limit=spec.clock.limit + spec.stop_timeout + spec.delivery_timeout,
+            )
         )
-    deliverable = {
-        k: r for k, r in records.items() if r.final and r.status not in NO_OUTPUT_STATUSES
-    }
-    if spec.output_bucket and deliverable:
-        delivery, delivered = await waits.wait_for_output_delivery(
-            credentials,
-            invocations,
-            deliverable,
-            timeout=spec.delivery_timeout,
-            stream=events,
-            owner=owner,
-            report_progress=report_progress,
-        )
-        report.waits.append(WaitSummary.of(delivery))
-        records = {**records, **delivered}
-        for instance_id, settled in delivery.settled.items():
-            rows[instance_id].settled("output", settled)
+
+    def heard(instance_id: str, record: InvocationRecord) -> None:
+        if control is not None and record.final:
+            if record.status in NO_OUTPUT_STATUSES:
+                control.withdraw([instance_id])
+            else:
+                control.arm([instance_id])
+        if on_result is not None:
+            on_result(instance_id, record)
+
+    try:
+        async with while_running or nullcontext():
+            invocations, records = await _run_to_results(
+                credentials,
+                report,
+                rows,
+                instance_ids,
+                spec,
+                events,
+                owner,
+                heard if control is not None or on_result is not None else None,
+                report_progress,
+                invoked,
+            )
+        deliverable = {
+            k: r for k, r in records.items() if r.final and r.status not in NO_OUTPUT_STATUSES
+        }
+        if control is not None and delivery is not None:
+            everyone = [i for inv in invocations for i in inv.instance_ids]
+            control.withdraw([i for i in everyone if i not in deliverable])
+            control.arm(list(deliverable))
+            result, _ = await delivery
+            if deliverable:
+                ours = {k: v for k, v in result.settled.items() if k in deliverable}
+                result = result.model_copy(update={"settled": ours})
+                report.waits.append(WaitSummary.of(result))
+                records = {**records, **waits.apply_deliveries(result, deliverable)}
+                for instance_id, settled in result.settled.items():
+                    rows[instance_id].settled("output", settled)
+    except BaseException:
+        if control is not None and delivery is not None and not delivery.done():
+            control.stop()  # suspending or failing: the output wait ends with the run
+            with contextlib.suppress(BaseException):
+                await delivery
+        raise
     for instance_id, record in records.items():
         _apply(rows[instance_id], record)
     readable = {k: r for k, r in records.items() if r.final and r.status not in NO_OUTPUT_STATUSES}
@@ -219,8 +273,10 @@ async def _run_to_results(
     owner: Owner,
     on_result: Callable[[str, InvocationRecord], None] | None,
     report_progress: bool = True,
+    invoked: Callable[[list[Invocation]], None] | None = None,
 ) -> tuple[list[Invocation], dict[str, InvocationRecord]]:
-    """RunCommand, the TaskCompleted wait, and StopInvocation for what never finished."""
+    """RunCommand, the TaskCompleted wait, and StopInvocation for what never finished.
+    `invoked` hears of the invocations right after RunCommand, before the wait starts."""
     invocations = commands.run_command(
         credentials,
         instance_ids,
@@ -239,6 +295,8 @@ async def _run_to_results(
         for instance_id in invocation.instance_ids:
             rows[instance_id].invoke_id = invocation.invoke_id
             rows[instance_id].status = "Unknown"
+    if invoked is not None:
+        invoked(list(invocations))
     results = await _await_results(
         credentials, invocations, spec, events, owner, on_result, report_progress
     )

@@ -262,7 +262,8 @@ def results_table(report: RunReport) -> list[str]:
 def calls_summary(
     report: RunReport, runbook: dict[tuple[str, str], int], setup: dict[tuple[str, str], int]
 ) -> list[str]:
-    """What the runbook spent, next to what a 5 s polling loop would have spent."""
+    """What the runbook spent, next to an estimate of what a 5 s polling loop would have
+    spent, labelled as one (the measured comparison is `bench.side_by_side`)."""
     from local_stack import polling
 
     describe = {k: n for k, n in runbook.items() if k[1].startswith("Describe")}
@@ -276,6 +277,9 @@ def calls_summary(
         f"A 5 s polling loop would have spent {estimate.total} Describe calls "
         f"({', '.join(f'{a} {n}' for a, n in estimate.calls.items()) or 'none'}) and noticed "
         f"each change {estimate.mean_notice_delay_seconds:.1f} s late on average.",
+        "  (an ESTIMATE computed from this run's waits, not a polling run; for measured "
+        "polling runbooks see `python -m bench.side_by_side` and the README's side-by-side "
+        "figures)",
     ]
     if reactions:
         lines.append(

@@ -1,4 +1,6 @@
-"""What a polling loop would have spent on the same run: the baseline the figures compare to.
+"""An ESTIMATE of what a polling loop would have spent on the same run, computed from the
+run's waits (`runbooks demo` says so when it prints it). Polling runbooks that really run are
+in `bench/polling_runbook.py`, measured by `bench/side_by_side.py`.
 
 A loop polls once at the start of each wait and then every `interval` seconds until the last
 instance is done; each poll costs one Describe call per 50 instances (the page and id limits

@@ -20,7 +20,14 @@ from alicloud_runbooks.cloud_assistant import CommandClock, Invocation, Invocati
 from alicloud_runbooks.events import names
 from alicloud_runbooks.reconciliation import Answer
 from alicloud_runbooks.stream import EventStream
-from alicloud_runbooks.waiter import EventWait, Owner, Settlement, WaitResult, wait_for_events
+from alicloud_runbooks.waiter import (
+    EventWait,
+    Owner,
+    Settlement,
+    WaitControl,
+    WaitResult,
+    wait_for_events,
+)
 from alicloud_runbooks.watch import WHAT_TO_CHECK, WatchPolicy
 from tasks.settled_events import SettledEvents
 
@@ -322,8 +329,16 @@ async def wait_for_output_delivery(
     stream: EventStream | None = None,
     owner: Owner | None = None,
     report_progress: bool = True,
+    control: WaitControl | None = None,
+    limit: float | None = None,
 ) -> tuple[WaitResult, dict[str, InvocationRecord]]:
     """OutputDelivered (Finished or Failed) per instance; records updated with the OSS URI.
+
+    With `control` the wait starts with RunCommand, before the results (`records` then
+    holds every instance, and comes back as it is: merge with `apply_deliveries`): each
+    key's `timeout` runs from `control.arm`, which the caller calls as its result comes, so
+    a delivery event that arrives before the last TaskCompleted settles its key at once.
+    `limit` bounds how far reconciliation may move a deadline (from the wait's start).
 
     Example (inside a flow, after `wait_for_results`):
         ```python
@@ -338,7 +353,19 @@ async def wait_for_output_delivery(
         return await ca.reconcile_deliveries(client, credentials.region_id, invocations, ids)
 
     spec = ca.output_delivered_wait(invocations, list(records), _since(started), timeout, owner)
+    spec.control = control
+    spec.limit = limit
     result = await _wait(spec, reconcile, stream, invoke_ids, report_progress)
+    if control is not None:
+        return result, records
+    return result, apply_deliveries(result, records)
+
+
+def apply_deliveries(
+    result: WaitResult, records: dict[str, InvocationRecord]
+) -> dict[str, InvocationRecord]:
+    """The records with what the OutputDelivered wait learnt (InProgress where it learnt
+    nothing)."""
     updated: dict[str, InvocationRecord] = {}
     for instance_id, record in records.items():
         settled = result.settled.get(instance_id)
@@ -360,4 +387,4 @@ async def wait_for_output_delivery(
         else:
             change = {k: data.get(k) for k in ("oss_status", "oss_uri", "oss_error")}
         updated[instance_id] = record.model_copy(update=change)
-    return result, updated
+    return updated

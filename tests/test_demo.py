@@ -89,6 +89,7 @@ def test_demo_runs_three_instances_with_zero_describe_calls() -> None:
     assert set(rows.values()) == {("Success", "0")}, out
     assert "Describe* calls: 0 (target: 0)" in out
     assert "A 5 s polling loop would have spent" in out
+    assert "an ESTIMATE computed from this run's waits, not a polling run" in out
     assert out.count("oss://runbooks-demo/runbooks/") == 3
     assert "700 checks passed" in out
     assert "token=****" in out

@@ -4,6 +4,7 @@ events through alisim's EventBridge → the relay → Prefect, and faults inject
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -314,3 +315,40 @@ def test_when_oss_delivery_fails_the_inline_output_is_used_and_marked_truncated(
         assert len(row.output.encode()) <= 24 * 1024
         assert row.row()["output_preview"].endswith("[inline, truncated at 24 KB]")
     assert describe_calls(cloud) == {"DescribeInvocationResults": 1}
+
+
+def test_the_output_wait_starts_with_the_result_wait(cloud, prefect_server) -> None:
+    """The OutputDelivered wait is on before the first result comes, so no delivery waits
+    for the last TaskCompleted to be noticed; every key still settles by event."""
+    state = run_state(provision_and_run, cloud, count=2, script="sleep 1", output_bucket=BUCKET)
+    assert state.is_completed()
+    flow_run_id = str(state.state_details.flow_run_id)
+
+    def waits() -> dict[tuple[str, str], str] | None:
+        events = httpx.post(
+            f"{prefect_server.api_url}/events/filter",
+            json={
+                "filter": {
+                    "event": {"prefix": ["runbooks.wait."]},
+                    "related": {"id": [f"prefect.flow-run.{flow_run_id}"]},
+                },
+                "limit": 50,
+            },
+        ).json()["events"]
+        found = {
+            (e["event"], e["resource"]["prefect.resource.name"]): e["occurred"] for e in events
+        }
+        wanted = {
+            ("runbooks.wait.started", "OutputDelivered"),
+            ("runbooks.wait.finished", "TaskCompleted"),
+        }
+        return found if wanted <= set(found) else None
+
+    found = wait_until(waits, timeout=20, interval=0.3)
+    output_started = found[("runbooks.wait.started", "OutputDelivered")]
+    results_finished = found[("runbooks.wait.finished", "TaskCompleted")]
+    assert datetime.fromisoformat(output_started) < datetime.fromisoformat(results_finished)
+    report = state.result()
+    delivery = next(w for w in report.waits if w.name == "OutputDelivered")
+    assert (delivery.by_event, delivery.by_reconciliation) == (2, 0)
+    assert describe_calls(cloud) == {}

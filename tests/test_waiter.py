@@ -29,7 +29,7 @@ from alicloud_runbooks.cloud_assistant import (
 from alicloud_runbooks.events import names
 from alicloud_runbooks.reconciliation import Answer, RetryPolicy, StragglerPolicy
 from alicloud_runbooks.stream import EventStream
-from alicloud_runbooks.waiter import EventWait, Owner, wait_for_events
+from alicloud_runbooks.waiter import EventWait, Owner, WaitControl, wait_for_events
 from local_stack.servers import PrefectServer, free_port
 from tests.helpers import wait_until
 
@@ -573,3 +573,47 @@ async def test_two_invocations_on_the_same_instances_each_get_their_own_events(p
         assert {s.event_id for s in result.settled.values()} <= {
             e["id"] for e in sent[inv.invoke_id]
         }
+
+
+async def test_an_output_wait_started_with_the_results_takes_early_deliveries(prefect) -> None:
+    """The OutputDelivered wait starts before the results (`WaitControl`): a delivery that
+    comes before its instance's result settles at once, live; each key's deadline runs from
+    its arming, so a key armed late is not reconciled for the time it waited to be due; a
+    withdrawn key ends the wait without being awaited."""
+    first, early, late, no_output = keys = ids(4)
+    mine = invocation(keys)
+    finished = {names.DELIVERY_STATUS_LABEL: "Finished"}
+    asked: list[list[str]] = []
+
+    async def counted(missing: list[str]) -> dict[str, Answer]:
+        asked.append(missing)
+        return {}
+
+    control = WaitControl()
+    settled_at: dict[str, float] = {}
+    async with EventStream([names.TASK_COMPLETED, names.OUTPUT_DELIVERED]) as stream:
+        spec = output_delivered_wait([mine], keys, datetime.now(UTC), timeout=1.5)
+        spec.control = control
+        spec.reread_every = 0.3
+        spec.on_settle = lambda s: settled_at.setdefault(s.key, time.monotonic())
+        waiting = asyncio.create_task(wait_for_events(spec, counted, stream=stream))
+        control.arm([first])
+        post(prefect, event(names.OUTPUT_DELIVERED, first, mine.invoke_id, **finished))
+        # Delivered before its TaskCompleted: the race the early start is for.
+        post(prefect, event(names.OUTPUT_DELIVERED, early, mine.invoke_id, **finished))
+        await asyncio.to_thread(wait_until, lambda: early in settled_at, 10, 0.05)
+        armed_early = time.monotonic()
+        control.arm([early])
+        control.withdraw([no_output])
+        # `late` becomes due after longer than the wait's timeout since it started.
+        await asyncio.sleep(2.0)
+        control.arm([late])
+        await asyncio.sleep(0.5)  # its delivery comes a moment after its result, as it does
+        post(prefect, event(names.OUTPUT_DELIVERED, late, mine.invoke_id, **finished))
+        result = await waiting
+    assert sorted(result.by("event")) == sorted([first, early, late])
+    assert settled_at[early] <= armed_early
+    assert result.settled[early].live
+    assert asked == []  # no reconciliation: nothing was late from its own arming
+    assert result.unsettled == []
+    assert no_output not in result.settled

@@ -1,4 +1,6 @@
-"""Cloud Assistant: commands really run, one subprocess per instance, bounded in number.
+"""Cloud Assistant: commands really run, one subprocess per instance, bounded per instance
+(`max_concurrent_commands_per_instance`) as the real agent bounds its own, with an optional
+cap across all instances (`max_concurrent_commands`) for tests of queued commands.
 
 Each command runs in its own process group, which `reaper` kills if alisim dies first.
 
@@ -71,7 +73,8 @@ class CloudAssistant:
         self.invocations: dict[str, Invocation] = {}
         self._agent_ready: dict[str, asyncio.Event] = {}
         self._slots: asyncio.Semaphore | None = None
-        self._slot_count = 0
+        self._slot_count: int | None = None
+        self._instance_slots: dict[str, tuple[int, asyncio.Semaphore]] = {}
         self.reaper = Reaper()
 
     # ----- agent presence, driven by the instance lifecycle
@@ -92,12 +95,40 @@ class CloudAssistant:
             if ii is not None and not ii.final:
                 ii.stop_requested.set()
 
-    def _semaphore(self) -> asyncio.Semaphore:
+    def _semaphores(self, instance_id: str) -> list[asyncio.Semaphore]:
+        """The instance's own slots, then the optional cap across instances."""
+        per_instance = self.cloud.settings.max_concurrent_commands_per_instance
+        held = self._instance_slots.get(instance_id)
+        if held is None or held[0] != per_instance:
+            held = (per_instance, asyncio.Semaphore(per_instance))
+            self._instance_slots[instance_id] = held
+        slots = [held[1]]
         wanted = self.cloud.settings.max_concurrent_commands
+        if wanted is None:
+            self._slots, self._slot_count = None, None
+            return slots
         if self._slots is None or self._slot_count != wanted:
             self._slots = asyncio.Semaphore(wanted)
             self._slot_count = wanted
-        return self._slots
+        return [*slots, self._slots]
+
+    async def _acquire(self, ii: InvokeInstance, slots: list[asyncio.Semaphore]) -> bool:
+        """Take every slot in order, unless the command is stopped first (then none is held)."""
+        taken: list[asyncio.Semaphore] = []
+        for slot in slots:
+            acquire = asyncio.ensure_future(slot.acquire())
+            stopped = asyncio.ensure_future(ii.stop_requested.wait())
+            await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not acquire.done() or ii.stop_requested.is_set():
+                acquire.cancel()
+                if acquire.done() and not acquire.cancelled():
+                    slot.release()
+                for held in taken:
+                    held.release()
+                return False
+            taken.append(slot)
+        return True
 
     # ----- commands
     def create_command(self, command: Command) -> Command:
@@ -248,17 +279,9 @@ class CloudAssistant:
                 "DeliveryTimeout",
                 "the command delivery has been timeout",
             )
-        slots = self._semaphore()
-        acquire = asyncio.ensure_future(slots.acquire())
-        stopped = asyncio.ensure_future(ii.stop_requested.wait())
-        await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if not acquire.done() or ii.stop_requested.is_set():
-            acquire.cancel()
-            stopped.cancel()
-            if acquire.done() and not acquire.cancelled():
-                slots.release()
+        slots = self._semaphores(ii.instance_id)
+        if not await self._acquire(ii, slots):
             return self._finish(invocation, ii, "Cancelled", "", "")
-        stopped.cancel()
         try:
             if instance.is_windows:
                 return self._finish(
@@ -270,7 +293,8 @@ class CloudAssistant:
                 )
             await self._run_process(invocation, ii, instance)
         finally:
-            slots.release()
+            for slot in slots:
+                slot.release()
 
     async def _wait_for_agent(self, ii: InvokeInstance) -> bool:
         ready = self._ready_event(ii.instance_id)
