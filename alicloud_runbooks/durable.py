@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
+from prefect.events import Event
 from prefect.events.actions import ResumeFlowRun
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+from alicloud_runbooks.events.posting import apost_events
 
 logger = logging.getLogger(__name__)
 
@@ -116,23 +117,19 @@ async def announce(flow_run_id: UUID, key: str, expected: int, deadline: datetim
     and changes nothing if it did (Prefect keeps an open bucket as it is)."""
     for pause in (0.0, *ANNOUNCE_AGAIN):
         await asyncio.sleep(pause)
-        event: dict[str, Any] = {
-            "id": str(uuid.uuid4()),
-            "occurred": datetime.now(UTC).isoformat(),
-            "event": SUSPENDED_EVENT,
-            "resource": {"prefect.resource.id": flow_run_resource(flow_run_id)},
-            "related": [
+        event = Event(
+            event=SUSPENDED_EVENT,
+            resource={"prefect.resource.id": flow_run_resource(flow_run_id)},
+            related=[
                 {
                     "prefect.resource.id": f"runbooks.wait.{flow_run_id}.{key}",
                     "prefect.resource.role": "wait",
                     "prefect.resource.name": key,
                 }
             ],
-            "payload": {"expected": expected, "deadline": deadline.isoformat()},
-        }
-        async with get_client() as client:
-            response = await client._client.post("/events", json=[event])
-            response.raise_for_status()
+            payload={"expected": expected, "deadline": deadline.isoformat()},
+        )
+        await apost_events([event])
 
 
 async def disarm(flow_run_id: UUID) -> None:

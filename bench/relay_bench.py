@@ -48,7 +48,7 @@ def _serve(args: list[str], port: int, env: dict[str, str], health: str) -> subp
     raise RuntimeError(f"{args[0]} did not start")
 
 
-def _event(run: str, n: int) -> dict:
+def task_completed(run: str, n: int) -> dict:
     return {
         "type": "ecs:CloudAssistant:TaskCompleted",
         "source": "acs.ecs",
@@ -93,7 +93,7 @@ def run_rate(sim: str, relay: str, api_url: str, rate: int, seconds: float) -> d
     started = time.monotonic()
     with httpx.Client(timeout=30) as http:
         while time.monotonic() - started < seconds:
-            batch = [_event(run, published + i) for i in range(per_tick)]
+            batch = [task_completed(run, published + i) for i in range(per_tick)]
             http.post(f"{sim}/_alisim/events", json=batch).raise_for_status()
             published += len(batch)
             next_tick = started + (published / per_tick) * tick

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Collection, Sequence
@@ -172,6 +173,12 @@ def start_runs_by_forkserver(modules: Sequence[str]) -> None:
 
     import prefect.flow_engine as engine
 
+    if getattr(engine, "multiprocessing", None) is not multiprocessing:
+        logging.getLogger(__name__).warning(
+            "this Prefect's flow engine does not start runs through `multiprocessing`: "
+            "runs start Prefect's own way (spawn)"
+        )
+        return
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["prefect.flow_engine", *modules])
     # Start the fork server now (it imports the modules once), not at the first run.

@@ -246,22 +246,27 @@ def stop_instances(
         stop_instances(AlibabaCloudCredentials.load("prod"), ["i-bp1…"], reason="resize")
         ```
     """
-    from prefect.events import emit_event
+    from prefect.events import Event
 
     from alicloud_runbooks.events import names
+    from alicloud_runbooks.events.posting import post_events
     from alicloud_runbooks.restarts import STOP_REQUESTED
 
     client = credentials.ecs_client()
     for batch in chunks(list(instance_ids), DELETE_INSTANCES_MAX):
-        for instance_id in batch:
-            emit_event(
-                event=STOP_REQUESTED,
-                resource={
-                    "prefect.resource.id": names.instance_resource(instance_id),
-                    "prefect.resource.name": instance_id,
-                },
-                payload={"reason": reason, "flow_run": flow_run.get_id()},
-            )
+        post_events(
+            [
+                Event(
+                    event=STOP_REQUESTED,
+                    resource={
+                        "prefect.resource.id": names.instance_resource(instance_id),
+                        "prefect.resource.name": instance_id,
+                    },
+                    payload={"reason": reason, "flow_run": flow_run.get_id()},
+                )
+                for instance_id in batch
+            ]
+        )
         request = ecs.StopInstancesRequest(region_id=credentials.region_id, instance_id=batch)
         call("StopInstances", lambda r=request: client.stop_instances(r))
     get_run_logger().info("Stopped %s (%s)", plural(len(instance_ids), "instance"), reason)

@@ -53,7 +53,10 @@ def test_the_runbooks_policy_grants_every_ecs_action_the_code_calls() -> None:
     called = _called(r"\becs\.(\w+)Request\(", "tasks", "flows", "alicloud_runbooks")
     assert called, "the scan found the runbooks' ECS calls"
     granted = _actions(ROOT / "docs" / "ram" / "runbooks.json")
-    assert {f"ecs:{name}" for name in called} <= granted
+    # Starting and stopping instances is granted apart, to restart-stopped's credentials only.
+    restarts = _actions(ROOT / "docs" / "ram" / "restart-stopped.json")
+    assert restarts == {"ecs:StartInstances", "ecs:StopInstances"}
+    assert {f"ecs:{name}" for name in called} <= granted | restarts
     assert "oss:GetObject" in granted
     assert granted == set(PERMISSIONS), "runbooks doctor checks exactly what the policy grants"
 
@@ -68,3 +71,9 @@ def test_the_subscribe_policy_grants_every_eventbridge_action_subscribe_calls() 
 
 def test_the_instance_role_may_write_outputs() -> None:
     assert _actions(ROOT / "docs" / "ram" / "instance-oss-output.json") == {"oss:PutObject"}
+
+
+def test_the_stacks_policy_grants_every_ros_action_the_code_calls() -> None:
+    called = _called(r"\bros\.(\w+)Request\(", "tasks", "flows", "alicloud_runbooks")
+    assert called, "the scan found the stack runbooks' ROS calls"
+    assert {f"ros:{name}" for name in called} <= _actions(ROOT / "docs" / "ram" / "stacks.json")
