@@ -203,12 +203,18 @@ def test_twenty_failed_runbook_commands_get_one_diagnostics_run_and_one_runcomma
     (diag,) = invocations_named(served, "collect-diagnostics")
     assert sorted(i.instance_id for i in diag.invoke_instances.invoke_instance) == sorted(ids)
     assert {r["diagnostics_invocation"] for r in table} == {diag.invoke_id}
+
     # Each result is linked to the failed invocation by an event related to it.
-    linked = stored(
-        served,
-        "runbooks.diagnostics.collected",
-        related={"id": [names.invocation_resource(failed.invoke_id)]},
-    )
+    def linked_now() -> list[dict[str, Any]]:
+        return stored(
+            served,
+            "runbooks.diagnostics.collected",
+            related={"id": [names.invocation_resource(failed.invoke_id)]},
+        )
+
+    # The run emits them as it ends; Prefect stores them a moment later.
+    wait_until(lambda: len(linked_now()) >= len(ids), timeout=60, interval=0.5)
+    linked = linked_now()
     assert sorted(e["resource"]["prefect.resource.id"] for e in linked) == sorted(
         names.instance_resource(i) for i in ids
     )
@@ -311,12 +317,17 @@ def test_managed_instances_stopped_unasked_are_started_again_once_per_hour(
     assert "loop guard" in row["reason"]
     assert api_calls(served, "StartInstances") - starts == 1
     assert statuses(served, [first]) == {first: "Stopped"}
-    reported = stored(
-        served,
-        "runbooks.instance.stopped-unasked",
-        resource={"id": [names.instance_resource(first)]},
-    )
-    assert len(reported) == 1
+
+    def reported() -> list[Any]:
+        return stored(
+            served,
+            "runbooks.instance.stopped-unasked",
+            resource={"id": [names.instance_resource(first)]},
+        )
+
+    # The run emits it as it ends; Prefect stores it a moment later.
+    wait_until(lambda: len(reported()) >= 1, timeout=60, interval=0.5)
+    assert len(reported()) == 1
 
 
 # -- the FirstHeartbeat bootstrap ---------------------------------------------------------
