@@ -28,6 +28,7 @@ import httpx
 
 from alicloud_runbooks.progress import Progress
 from alicloud_runbooks.text import plural
+from alicloud_runbooks.times import seconds_from_env
 
 RELAY_PATHS = ("/eventbridge", "/cloudmonitor", "/healthz")
 WHAT_TO_CHECK = (
@@ -54,19 +55,6 @@ def relay_base(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, host, path, "", ""))
 
 
-def _seconds(name: str, default: float) -> float:
-    text = os.environ.get(name, "")
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds (got {text!r})") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be more than 0 seconds (got {text!r})")
-    return value
-
-
 @dataclass(frozen=True)
 class WatchPolicy:
     """How often a wait reports, when a silence is a stall, and where the relay is."""
@@ -82,8 +70,8 @@ class WatchPolicy:
     def from_environment(cls, **changes: Any) -> WatchPolicy:
         """`RUNBOOKS_PROGRESS_SECONDS`, `RUNBOOKS_STALL_SECONDS`, `RUNBOOKS_RELAY_URL`."""
         values: dict[str, Any] = {
-            "every": _seconds("RUNBOOKS_PROGRESS_SECONDS", cls.every),
-            "stall_after": _seconds("RUNBOOKS_STALL_SECONDS", cls.stall_after),
+            "every": seconds_from_env("RUNBOOKS_PROGRESS_SECONDS", cls.every),
+            "stall_after": seconds_from_env("RUNBOOKS_STALL_SECONDS", cls.stall_after),
             "relay_url": relay_base(os.environ.get("RUNBOOKS_RELAY_URL")),
         }
         return cls(**{**values, **changes})

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Collection, Sequence
 from datetime import timedelta
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+
+from alicloud_runbooks.times import seconds_from_env
 
 if TYPE_CHECKING:
     from prefect import Flow
@@ -42,16 +43,7 @@ DEFAULT_POLL_SECONDS = 1.0
 
 def poll_seconds_default() -> float:
     """`RUNBOOKS_POLL_SECONDS` if set (a positive number), else 1 s."""
-    raw = os.environ.get(POLL_SECONDS_ENV)
-    if not raw:
-        return DEFAULT_POLL_SECONDS
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{POLL_SECONDS_ENV}={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise ValueError(f"{POLL_SECONDS_ENV}={raw!r} must be more than 0")
-    return value
+    return seconds_from_env(POLL_SECONDS_ENV, DEFAULT_POLL_SECONDS)
 
 
 def load_project(path: Path = PROJECT_FILE) -> dict[str, Any]:
