@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -19,6 +20,28 @@ from alibabacloud_tea_openapi.exceptions import ClientException
 from alicloud_runbooks.events import names
 
 TARGET_ID = "runbooks-relay"
+INSTANCE_STATE_RULE = "runbooks-ecs-instance-state"
+
+FORWARDED_INSTANCE_STATES: tuple[str, ...] = ("Running", "Stopped")
+"""The instance states the runbooks act on: Stopped starts `restart-stopped`, Running counts its
+restarts. A launch publishes Pending, Starting and Running before the FirstHeartbeat, so
+forwarding every state would double the events of a launch burst on their way through the relay
+and Prefect, and delay the heartbeats behind them; `--instance-states all` forwards them all."""
+INSTANCE_STATES = ("Pending", "Starting", "Running", "Stopping", "Stopped", "Deleted")
+
+
+def parse_instance_states(value: str) -> tuple[str, ...] | None:
+    """`Running,Stopped` → those states; `all` → None (every state); ValueError otherwise."""
+    if value.strip().lower() == "all":
+        return None
+    states = tuple(dict.fromkeys(s.strip() for s in value.split(",") if s.strip()))
+    unknown = [s for s in states if s not in INSTANCE_STATES]
+    if not states or unknown:
+        raise ValueError(
+            f"--instance-states {value!r}: give a comma-separated list of "
+            f"{', '.join(INSTANCE_STATES)}, or 'all'"
+        )
+    return states
 
 
 @dataclass(frozen=True)
@@ -28,7 +51,17 @@ class RulePlan:
     pattern: dict[str, Any]
 
 
-def rule_plans(output_delivered_type: str = names.OUTPUT_DELIVERED_TYPE) -> list[RulePlan]:
+def rule_plans(
+    output_delivered_type: str = names.OUTPUT_DELIVERED_TYPE,
+    instance_states: Sequence[str] | None = FORWARDED_INSTANCE_STATES,
+) -> list[RulePlan]:
+    """The rules; `instance_states` None forwards every instance state."""
+    state_pattern: dict[str, Any] = {
+        "source": ["acs.ecs"],
+        "type": [names.INSTANCE_STATE_CHANGE_TYPE],
+    }
+    if instance_states is not None:
+        state_pattern["data"] = {"state": list(instance_states)}
     return [
         RulePlan(
             "runbooks-cloud-assistant",
@@ -43,9 +76,10 @@ def rule_plans(output_delivered_type: str = names.OUTPUT_DELIVERED_TYPE) -> list
             },
         ),
         RulePlan(
-            "runbooks-ecs-instance-state",
-            "ECS instance state changes to the relay",
-            {"source": ["acs.ecs"], "type": [names.INSTANCE_STATE_CHANGE_TYPE]},
+            INSTANCE_STATE_RULE,
+            "ECS instance state changes to the relay"
+            + (f" ({', '.join(instance_states)})" if instance_states is not None else ""),
+            state_pattern,
         ),
         RulePlan(
             "runbooks-ros-stack-status",
@@ -53,6 +87,24 @@ def rule_plans(output_delivered_type: str = names.OUTPUT_DELIVERED_TYPE) -> list
             {"source": ["acs.ros"], "type": [names.STACK_STATUS_CHANGE_TYPE]},
         ),
     ]
+
+
+def as_planned(plan: RulePlan, pattern: Any) -> bool:
+    """Whether a rule's pattern is the plan's, or (the instance-state rule) forwards at least
+    the states the runbooks act on, as `--instance-states` may have asked."""
+    if pattern == plan.pattern:
+        return True
+    if plan.name != INSTANCE_STATE_RULE or not isinstance(pattern, dict):
+        return False
+    every = {k: v for k, v in plan.pattern.items() if k != "data"}
+    if pattern == every:
+        return True
+    states = pattern.get("data", {}).get("state") if isinstance(pattern.get("data"), dict) else None
+    return (
+        isinstance(states, list)
+        and set(FORWARDED_INSTANCE_STATES) <= set(states)
+        and pattern == {**every, "data": {"state": states}}
+    )
 
 
 def url_with_token(target_url: str, token: str) -> str:
@@ -146,11 +198,12 @@ def subscribe(
     bus: str = "default",
     dry_run: bool = False,
     output_delivered_type: str = names.OUTPUT_DELIVERED_TYPE,
+    instance_states: Sequence[str] | None = FORWARDED_INSTANCE_STATES,
 ) -> list[str]:
     """Create or update each rule with the relay as its target; returns what was done."""
     target = target_spec(target_url, token, dead_letter_arn)
     done: list[str] = []
-    for plan in rule_plans(output_delivered_type):
+    for plan in rule_plans(output_delivered_type, instance_states):
         pattern = json.dumps(plan.pattern, separators=(",", ":"))
         if dry_run or client is None:
             done.append(

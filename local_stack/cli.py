@@ -184,6 +184,15 @@ def _account_id(value: str) -> str:
     return value
 
 
+def _instance_states(value: str) -> tuple[str, ...] | None:
+    from alicloud_runbooks.subscribe import parse_instance_states
+
+    try:
+        return parse_instance_states(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _subscribe(args: argparse.Namespace) -> int:
     from alicloud_runbooks.clients import Endpoint, eventbridge_client
     from alicloud_runbooks.subscribe import allow_list_line, subscribe
@@ -225,6 +234,7 @@ def _subscribe(args: argparse.Namespace) -> int:
             dead_letter_arn=dead_letter,
             bus=args.bus,
             dry_run=args.dry_run,
+            instance_states=args.instance_states,
         ):
             print(line)
     except (AlibabaCloudException, ValueError) as exc:
@@ -299,6 +309,8 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from alicloud_runbooks.subscribe import FORWARDED_INSTANCE_STATES
+
     parser = argparse.ArgumentParser(prog="runbooks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -355,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subs.add_argument("--protocol", default="https", choices=["http", "https"])
     subs.add_argument("--bus", default="default")
+    subs.add_argument(
+        "--instance-states",
+        type=_instance_states,
+        default=",".join(FORWARDED_INSTANCE_STATES),
+        help="the Instance:StateChange states pushed to the relay, comma-separated, or 'all' "
+        "(default: %(default)s, the states the runbooks and their triggers act on)",
+    )
     subs.add_argument(
         "--dead-letter-arn",
         default=None,

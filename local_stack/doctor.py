@@ -37,7 +37,14 @@ from pydantic import BaseModel, SecretStr
 from alicloud_runbooks.blocks import AlibabaCloudCredentials
 from alicloud_runbooks.errors import AlibabaCloudError, call
 from alicloud_runbooks.events.mapping import prefect_event_id
-from alicloud_runbooks.subscribe import TARGET_ID, relay_target_url, rule_plans
+from alicloud_runbooks.subscribe import (
+    FORWARDED_INSTANCE_STATES,
+    INSTANCE_STATE_RULE,
+    TARGET_ID,
+    as_planned,
+    relay_target_url,
+    rule_plans,
+)
 
 POLICY = "docs/ram/runbooks.json"
 SUBSCRIBE_POLICY = "docs/ram/subscribe.json"
@@ -383,9 +390,15 @@ class Doctor:
                 pattern = json.loads(data.get("FilterPattern") or "null")
             except ValueError:
                 pattern = None
-            if pattern != plan.pattern:
+            if not as_planned(plan, pattern):
+                needs = (
+                    f" (it may forward more states, never fewer than "
+                    f"{', '.join(FORWARDED_INSTANCE_STATES)})"
+                    if plan.name == INSTANCE_STATE_RULE
+                    else ""
+                )
                 problems.append(
-                    f"pattern {data.get('FilterPattern')} is not {json.dumps(plan.pattern)}"
+                    f"pattern {data.get('FilterPattern')} is not {json.dumps(plan.pattern)}{needs}"
                 )
             target = next((t for t in data.get("Targets") or [] if t.get("Id") == TARGET_ID), None)
             if target is None:

@@ -191,3 +191,31 @@ def test_subscribe_names_the_account_in_its_default_dead_letter_arn(capsys) -> N
     assert main([*args, "--token", "t" * 24, "--account-id", "1234567890123456"]) == 0
     out = capsys.readouterr().out
     assert "dead letters to acs:mns:cn-hangzhou:1234567890123456:/queues/runbooks-relay-dlq" in out
+
+
+def test_an_instance_state_rule_must_forward_running_and_stopped(cloud: LocalStack) -> None:
+    title = "rule runbooks-ecs-instance-state"
+    client = cloud.credentials().eventbridge_client()
+
+    def rules(states: tuple[str, ...] | None) -> None:
+        subscribe(
+            client,
+            target_url=cloud.relay_url,
+            token=cloud.token,
+            dead_letter_arn=cloud.dead_letter_arn,
+            instance_states=states,
+        )
+
+    rules(None)  # `--instance-states all`
+    code, text = doctor(cloud)
+    assert code == 0 and line(text, title).startswith("✓ "), text
+
+    rules(("Pending", "Running", "Stopped"))
+    code, text = doctor(cloud)
+    assert code == 0 and line(text, title).startswith("✓ "), text
+
+    rules(("Running",))  # restart-stopped would never fire
+    code, text = doctor(cloud)
+    assert code == 1 and failed(text) == [title], text
+    assert '"state":["Running"]' in line(text, title)
+    assert "never fewer than Running, Stopped" in line(text, title)

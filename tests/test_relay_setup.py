@@ -93,6 +93,24 @@ def test_subscribe_prints_the_allow_list_to_configure(capsys) -> None:
     assert "all digits" in capsys.readouterr().err
 
 
+def test_subscribe_forwards_the_instance_states_the_runbooks_act_on(capsys) -> None:
+    base = ["subscribe", "--target-url", "https://r.example.com/eventbridge", "--dry-run"]
+    assert main([*base, "--token", TOKEN]) == 0
+    out = capsys.readouterr().out
+    assert '"type":["ecs:Instance:StateChange"],"data":{"state":["Running","Stopped"]}' in out
+
+    assert main([*base, "--token", TOKEN, "--instance-states", "all"]) == 0
+    assert '"type":["ecs:Instance:StateChange"]} ->' in capsys.readouterr().out
+
+    assert main([*base, "--token", TOKEN, "--instance-states", "Stopped, Deleted"]) == 0
+    assert '"data":{"state":["Stopped","Deleted"]}' in capsys.readouterr().out
+
+    with pytest.raises(SystemExit):
+        main([*base, "--token", TOKEN, "--instance-states", "Runing"])
+    err = capsys.readouterr().err
+    assert "'Runing'" in err and "Pending, Starting, Running, Stopping, Stopped, Deleted" in err
+
+
 def _relay_start_output(extra_env: dict[str, str]) -> str:
     """What `runbooks relay` prints up to its listening line; the process is then stopped."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RUNBOOKS_"))}
