@@ -5,7 +5,7 @@ Both facts come from the Prefect event store, not from memory, so they hold acro
 processes and restarts of the server that serves the deployments:
 - a runbook that stops instances emits `runbooks.instance.stop-requested` for each one first
   (`tasks.instances.stop_instances`); a Stopped event with such a request since the
-  instance's last Running state was asked for;
+  instance's previous Stopped event was asked for;
 - each restart emits `runbooks.instance.restarted`; at most `max_per_hour` of them per
   instance in the last hour (the loop guard: an instance that stops again at once is reported,
   not started forever).
@@ -126,8 +126,9 @@ async def restarts_since(instance_ids: Sequence[str], now: datetime) -> Counter[
 
 
 async def asked_to_stop(instance_ids: Sequence[str], stopped: dict[str, datetime]) -> set[str]:
-    """The instances whose stop (at `stopped[id]`) a runbook asked for: a stop request after
-    the instance's last Running state before the stop, within the last hour."""
+    """The instances whose stop (at `stopped[id]`) a runbook asked for: a stop request since
+    the instance's previous Stopped state (the first stop after a request answers it), within
+    the last hour. Only Stopped events are needed, the one state the relay's rule must carry."""
     if not instance_ids:
         return set()
     since = min(stopped.values()) - GUARD_PERIOD
@@ -139,13 +140,14 @@ async def asked_to_stop(instance_ids: Sequence[str], stopped: dict[str, datetime
     for instance_id in instance_ids:
         at = stopped[instance_id]
         mine = [e for e in events if _instance(e) == instance_id and e.occurred <= at]
-        running = [
+        earlier_stops = [
             e.occurred
             for e in mine
             if e.event == names.INSTANCE_STATE_CHANGE
-            and e.resource.get(names.INSTANCE_STATE_LABEL) == "Running"
+            and e.resource.get(names.INSTANCE_STATE_LABEL) == "Stopped"
+            and e.occurred < at
         ]
-        after = max(running) if running else at - GUARD_PERIOD
+        after = max(earlier_stops) if earlier_stops else at - GUARD_PERIOD
         if any(e.event == STOP_REQUESTED and e.occurred >= after for e in mine):
             asked.add(instance_id)
     return asked

@@ -22,11 +22,12 @@ from alicloud_runbooks.events import names
 TARGET_ID = "runbooks-relay"
 INSTANCE_STATE_RULE = "runbooks-ecs-instance-state"
 
-FORWARDED_INSTANCE_STATES: tuple[str, ...] = ("Running", "Stopped")
-"""The instance states the runbooks act on: Stopped starts `restart-stopped`, Running counts its
-restarts. A launch publishes Pending, Starting and Running before the FirstHeartbeat, so
-forwarding every state would double the events of a launch burst on their way through the relay
-and Prefect, and delay the heartbeats behind them; `--instance-states all` forwards them all."""
+FORWARDED_INSTANCE_STATES: tuple[str, ...] = ("Stopped",)
+"""The instance states the runbooks act on: Stopped starts `restart-stopped` (whose loop guard
+also reads the earlier Stopped events). A launch publishes Pending, Starting and Running before
+each FirstHeartbeat, so forwarding every state would make a launch burst four times the events
+the launch's wait needs, all through the relay and Prefect ahead of the heartbeats;
+`--instance-states all` (or a list) forwards more, for triggers of your own."""
 INSTANCE_STATES = ("Pending", "Starting", "Running", "Stopping", "Stopped", "Deleted")
 
 

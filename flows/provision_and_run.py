@@ -3,6 +3,7 @@ full outputs, then delete the instances: every wait an event, never a polling lo
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
@@ -78,8 +79,9 @@ async def provision_and_run(
         reporting(report, "provision-and-run", credentials, full_outputs),
         EventStream([names.FIRST_HEARTBEAT], get_run_logger()) as heartbeat_events,
     ):
-        launched = launch_instances(
-            credentials, count, image_id, instance_type, name=name, tags=tags
+        # In a thread, so the heartbeat stream keeps reading while RunInstances is called.
+        launched = await asyncio.to_thread(
+            launch_instances, credentials, count, image_id, instance_type, name=name, tags=tags
         )
         heartbeat_events.narrow([names.instance_resource(i) for i in launched.instance_ids])
         rows = {i: InstanceReport(instance_id=i) for i in launched.instance_ids}

@@ -277,7 +277,10 @@ async def _run_to_results(
 ) -> tuple[list[Invocation], dict[str, InvocationRecord]]:
     """RunCommand, the TaskCompleted wait, and StopInvocation for what never finished.
     `invoked` hears of the invocations right after RunCommand, before the wait starts."""
-    invocations = commands.run_command(
+    # In a thread: called on the flow's loop, the sync task would stop the open event stream
+    # from reading while it makes its RunCommand calls (seconds at 1,000 instances).
+    invocations = await asyncio.to_thread(
+        commands.run_command,
         credentials,
         instance_ids,
         spec.script,

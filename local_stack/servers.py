@@ -62,8 +62,11 @@ def ensure_free(host: str, ports: dict[str, int | None]) -> None:
 class ThreadedServer:
     """An ASGI app on uvicorn in its own thread and event loop; stopped by `stop()`."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self, app: Any, host: str = "127.0.0.1", port: int | None = None, name: str = "server"
+    ) -> None:
         self.host = host
+        self.name = name
         self.port = port or free_port(host)
         self._server = uvicorn.Server(
             uvicorn.Config(
@@ -84,7 +87,7 @@ class ThreadedServer:
 
     def start(self, timeout: float = 15.0) -> ThreadedServer:
         self._thread = threading.Thread(
-            target=lambda: asyncio.run(self._server.serve()), daemon=True
+            target=lambda: asyncio.run(self._server.serve()), name=self.name, daemon=True
         )
         self._thread.start()
         deadline = time.monotonic() + timeout

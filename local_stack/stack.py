@@ -91,17 +91,19 @@ class LocalStack:
     def _start_relay(self) -> None:
         urls = self.api_urls
         if len(urls) == 1:
-            self.relay = ThreadedServer(create_app(self.relay_settings()), port=self.relay_port)
+            self.relay = ThreadedServer(
+                create_app(self.relay_settings()), port=self.relay_port, name="relay"
+            )
             self.relay.start()
             return
         from local_stack.relay_front import create_front
 
         for url in urls:
-            replica = ThreadedServer(create_app(self.relay_settings(url)))
+            replica = ThreadedServer(create_app(self.relay_settings(url)), name="relay")
             self.relay_replicas.append(replica)
             replica.start()
         self.relay = ThreadedServer(
-            create_front([r.url for r in self.relay_replicas]), port=self.relay_port
+            create_front([r.url for r in self.relay_replicas]), port=self.relay_port, name="relay"
         )
         self.relay.start()
 
@@ -112,7 +114,9 @@ class LocalStack:
     def start_relay_replica(self, index: int) -> None:
         """A new relay replica on the port of replica `index`, to the same API server."""
         port = self.relay_replicas[index].port
-        replica = ThreadedServer(create_app(self.relay_settings(self.api_urls[index])), port=port)
+        replica = ThreadedServer(
+            create_app(self.relay_settings(self.api_urls[index])), port=port, name="relay"
+        )
         self.relay_replicas[index] = replica
         replica.start()
 

@@ -71,6 +71,8 @@ class SettledEvents:
                 entry["event_id"] = s.event_id
                 if s.relayed_at is not None:
                     entry["occurred"] = s.relayed_at.isoformat()
+                if s.received_at is not None:
+                    entry["arrived"] = s.received_at.isoformat()
             settled.append(entry)
         emit_event(
             event=EVENT,

@@ -79,11 +79,7 @@ def test_subscribe_is_idempotent_and_events_arrive_in_prefect(
             instance_id=[instance],
         )
     ).body
-    names = {
-        "acs.ecs.Instance.StateChange",
-        "acs.ecs.CloudAssistant.FirstHeartbeat",
-        "acs.ecs.CloudAssistant.TaskCompleted",
-    }
+    names = {"acs.ecs.CloudAssistant.FirstHeartbeat", "acs.ecs.CloudAssistant.TaskCompleted"}
     events = prefect_events(prefect_server, f"acs.ecs.instance.{instance}", names)
     assert names <= {e["event"] for e in events}
     [done] = [e for e in events if e["event"] == "acs.ecs.CloudAssistant.TaskCompleted"]
@@ -93,14 +89,19 @@ def test_subscribe_is_idempotent_and_events_arrive_in_prefect(
         "prefect.resource.id": f"acs.ecs.invocation.{run.invoke_id}",
         "prefect.resource.role": "invocation",
     } in done["related"]
+    assert len({e["id"] for e in events}) == len(events)
+
+    # The rule forwards the state the runbooks act on (Stopped), not the launch's Pending,
+    # Starting and Running nor the Stopping before it.
+    ecs_api.stop_instances(ecs.StopInstancesRequest(region_id=REGION, instance_id=[instance]))
+    state_change = {"acs.ecs.Instance.StateChange"}
+    events = prefect_events(prefect_server, f"acs.ecs.instance.{instance}", state_change)
     states = [
         e["resource"]["acs.ecs.instance-state"]
         for e in events
         if e["event"] == "acs.ecs.Instance.StateChange"
     ]
-    # The rule forwards the states the runbooks act on, not a launch's Pending and Starting.
-    assert states == ["Running"]
-    assert len({e["id"] for e in events}) == len(events)
+    assert states == ["Stopped"]
 
 
 def test_relay_down_then_up_the_event_still_arrives(sim, clients, prefect_server) -> None:

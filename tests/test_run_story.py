@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -255,6 +256,12 @@ def test_from_a_run_to_the_events_that_settled_it_and_back(cloud, prefect_server
     )
     instances = {r.instance_id for r in report.instances}
     assert {e["resource"]["prefect.resource.name"] for e in alibaba} == instances
+    # Each entry says when the relay took the event and when the run had it.
+    stored = {e["id"]: e for e in alibaba}
+    for entry in (x for e in settled for x in e["payload"]["settled"]):
+        relayed, arrived = (datetime.fromisoformat(entry[k]) for k in ("occurred", "arrived"))
+        assert relayed == datetime.fromisoformat(stored[entry["event_id"]]["occurred"])
+        assert relayed <= arrived
     # … and the summary links each one's page in the UI.
     summary = next(
         a for a in artifacts(prefect_server, flow_run_id) if a["key"] == "provision-and-run-summary"
