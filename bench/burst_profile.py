@@ -1,8 +1,11 @@
 """Where a burst spends its time, hop by hop: the profile behind the 1,000-instance figures.
 
 `provision_and_run` on `--instances` at zero boot time (every instance's events published in
-the same instant, the worst burst the event path sees) on the local stack, then, for every
-Alibaba event that settled a wait, its four times joined by event id:
+the same instant, the worst burst the event path sees) on the local stack, alisim and the relay
+each in its own process as in production (`--in-process`: threads of this one, as the tests
+run them; `--backend scale-out`: PostgreSQL, Redis, two API servers, the services process and
+two relay replicas), then, for every Alibaba event that settled a wait, its four times joined
+by event id:
 
 - source: the Alibaba event's own `time` (alisim publishes it at that instant);
 - relay: when the relay took the push (the relayed event's Prefect `occurred`);
@@ -12,10 +15,11 @@ Alibaba event that settled a wait, its four times joined by event id:
 Per wait it prints p50/p99/max of each hop (source → relay is alisim's push queue and the
 relay's HTTP handling; relay → Prefect is the relay's write; Prefect → flow is Prefect's
 broker, its websocket and the flow's parsing), and the CPU seconds each part used during the
-run (Prefect's server process; alisim's, the relay's and the flow's threads of this process),
-per 1,000 events relayed. With `--py-spy DIR` it also samples this process and Prefect's server
-with py-spy (the `bench` extra installs it) and prints where each part's CPU went.
-Usage: python -m bench.burst_profile [--instances 1000] [--py-spy DIR]
+run (Prefect's processes, alisim's, the relay's, and the rest of this process: the flow), per
+event pushed to the relay. With `--py-spy DIR` it also samples each process with py-spy (the
+`bench` extra installs it) and prints what each part's samples were doing.
+Usage: python -m bench.burst_profile [--instances 1000] [--backend sqlite|scale-out]
+       [--in-process] [--py-spy DIR] [--dump FILE]
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from typing import Any
 import httpx
 
 from bench.runbook_bench import WARM_UP_INSTANCES, _quiet_console, sim_settings
+from bench.split_stack import ServerProcess, start_split
 from flows.provision_and_run import provision_and_run
 from flows.steps import CommandSpec
 from local_stack.stack import LocalStack, flush_prefect_clients
@@ -77,15 +82,19 @@ def _tree_cpu(roots: list[int]) -> float:
 
 
 class CpuMeter:
-    """CPU seconds of Prefect's processes and of this process's threads, by part."""
+    """CPU seconds of Prefect's processes, of alisim's and the relay's (their processes, or
+    their threads here), and of the rest of this process (the flow), by part."""
 
-    def __init__(self, prefect_pids: list[int]) -> None:
+    def __init__(self, prefect_pids: list[int], processes: dict[str, int]) -> None:
         self.prefect_pids = prefect_pids
+        self.processes = processes
         self.start = self._sample()
 
     def _sample(self) -> dict[str, float]:
         names = {t.native_id: t.name for t in threading.enumerate()}
         parts = {"prefect": _tree_cpu(self.prefect_pids)}
+        for part, pid in self.processes.items():
+            parts[part] = _ticks(f"/proc/{pid}/stat")
         me = os.getpid()
         for tid in os.listdir(f"/proc/{me}/task"):
             try:
@@ -234,6 +243,7 @@ def stop_py_spy(spies: list[subprocess.Popen[bytes]]) -> None:
 
 
 def _part_of(stack: str) -> str:
+    """The part a sample of this process belongs to, when alisim and the relay run in it."""
     if "AlisimServer._run" in stack:
         return "alisim"
     if "ThreadedServer.start" in stack:
@@ -303,13 +313,13 @@ def _activity(part: str, stack: str) -> str:
 def print_py_spy(directory: Path) -> None:
     """Each part's samples by what they were doing."""
     counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-    for source in ("prefect", "bench"):
+    for source in ("prefect", "alisim", "relay", "bench"):
         path = directory / f"{source}.txt"
         if not path.exists():
             continue
         for line in path.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
-            part = "prefect" if source == "prefect" else _part_of(stack)
+            part = _part_of(stack) if source == "bench" else source
             counts[part][_activity(part, stack)] += int(count)
     for part in PARTS:
         total = sum(counts[part].values())
@@ -331,7 +341,19 @@ def main() -> None:
         help="Prefect on SQLite (one process) or the scale-out stack (PostgreSQL, Redis, two "
         "API servers, a services process, two relay replicas)",
     )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="alisim and the relay as threads of this process (as the tests run them), not "
+        "in processes of their own",
+    )
     parser.add_argument("--py-spy", type=Path, default=None, metavar="DIR")
+    parser.add_argument(
+        "--push-concurrency",
+        type=int,
+        default=None,
+        help="alisim's EventBridge pushes in flight at once (its default otherwise)",
+    )
     parser.add_argument(
         "--dump", type=Path, default=None, help="each event's four times, as JSON lines"
     )
@@ -339,7 +361,10 @@ def main() -> None:
     args = parser.parse_args()
     if not args.verbose:
         _quiet_console()
-    stack = LocalStack(sim_settings=sim_settings(args.boot_seconds))
+    settings = sim_settings(args.boot_seconds)
+    if args.push_concurrency:
+        settings.delivery_concurrency = args.push_concurrency
+    stack = LocalStack(sim_settings=settings)
     scale_out = None
     try:
         if args.backend == "scale-out":
@@ -349,10 +374,19 @@ def main() -> None:
             stack.start(prefect=scale_out.start())
             named = scale_out.pids()
             prefect_pids, spied = list(named.values()), named["api-1"]
-        else:
+        elif args.in_process:
             stack.start()
             assert stack.prefect is not None and stack.prefect.proc is not None
             prefect_pids = [spied := stack.prefect.proc.pid]
+        else:
+            start_split(stack)
+            assert stack.prefect is not None and stack.prefect.proc is not None
+            prefect_pids = [spied := stack.prefect.proc.pid]
+        processes = {
+            part: server.proc.pid
+            for part, server in (("alisim", stack.sim), ("relay", stack.relay))
+            if isinstance(server, ServerProcess)
+        }
         stack.credentials().oss_bucket(BUCKET).create_bucket()
 
         def run(count: int) -> None:
@@ -373,9 +407,9 @@ def main() -> None:
             since, started = datetime.now(UTC), time.time()
             spies = []
             if args.py_spy:
-                pids = {"prefect": spied, "bench": os.getpid()}
+                pids = {"prefect": spied, "bench": os.getpid(), **processes}
                 spies = start_py_spy(args.py_spy, pids)
-            meter = CpuMeter(prefect_pids)
+            meter = CpuMeter(prefect_pids, processes)
             perf = time.perf_counter()
             run(args.instances)
             wall = time.perf_counter() - perf
@@ -386,7 +420,9 @@ def main() -> None:
         delivered = delivered_events(stack.sim_url, since)
         print(
             f"provision_and_run, {args.instances} instances, boots 0-{args.boot_seconds:g} s, "
-            f"Prefect {args.backend}, wall {wall:.1f} s"
+            f"Prefect {args.backend}, alisim and the relay "
+            f"{'in this process' if args.in_process else 'in their own processes'}, "
+            f"wall {wall:.1f} s"
         )
         for title, counts in (("published", published), ("pushed to the relay", delivered)):
             print(

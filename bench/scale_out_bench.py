@@ -1,5 +1,6 @@
-"""Relay ingest against Prefect's own `POST /api/events` ingest, on the scale-out stack
-(PostgreSQL, Redis, two API servers, one services process), in the same run.
+"""Relay ingest against Prefect's own `POST /api/events` ingest, in the same run: on the
+scale-out stack (PostgreSQL, Redis, two API servers, one services process, two relays) or on
+the default one (`--backend sqlite`: one `prefect server start`, one relay).
 
 Both paths get the same events under the same closed-loop load: `--concurrency` clients, each
 sending one event a request (as EventBridge pushes) as fast as answers come, for `--seconds`,
@@ -11,7 +12,8 @@ spread round-robin over two targets (as a load balancer would):
 Prints, per path: acknowledged events/s, request p50/p99, and how many acknowledged events
 were stored (`/api/events/filter`) once the persister drained; then relay / prefect.
 Usage: python -m bench.relay_bench --backend scale-out [--seconds 10] [--concurrency 32]
-(or python -m bench.scale_out_bench [--seconds 10] [--concurrency 32])
+(or python -m bench.scale_out_bench [--backend sqlite|scale-out] [--seconds 10]
+[--concurrency 32])
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import httpx
 from alicloud_runbooks.events.mapping import from_cloud_event
 from bench.relay_bench import TOKEN, _serve, _stored
 from local_stack.scale_out import ScaleOutPrefect
-from local_stack.servers import free_port
+from local_stack.servers import PrefectServer, free_port
 
 ACCOUNT = "1234567890123456"
 
@@ -119,56 +121,95 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--backend", choices=["scale-out", "sqlite"], default="scale-out")
     args = parser.parse_args(argv)
-    run_scale_out(args.seconds, args.concurrency)
+    if args.backend == "sqlite":
+        run_sqlite(args.seconds, args.concurrency)
+    else:
+        run_scale_out(args.seconds, args.concurrency)
+
+
+def run_sqlite(seconds: float, concurrency: int) -> dict[str, dict[str, Any]]:
+    """The default stack: one `prefect server start` on SQLite and one relay in front of it."""
+    server = PrefectServer(
+        extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"}
+    ).start()
+    try:
+        return compare(
+            server.api_url,
+            [server.api_url],
+            seconds,
+            concurrency,
+            "SQLite stack: one `prefect server start`, one relay",
+            {"relay": "relay -> POST /api/events", "prefect": "POST /api/events"},
+        )
+    finally:
+        server.stop()
 
 
 def run_scale_out(seconds: float, concurrency: int) -> dict[str, dict[str, Any]]:
     with ScaleOutPrefect() as prefect:
-        relays = []
-        try:
-            for api in prefect.api_urls:
-                port = free_port()
-                env = {"PREFECT_API_URL": api, "RUNBOOKS_RELAY_ALLOWED_ACCOUNT_IDS": ACCOUNT}
-                relays.append((_serve(["relay", "--token", TOKEN], port, env, "/healthz"), port))
-            relay_targets = [f"http://127.0.0.1:{port}/eventbridge" for _, port in relays]
-            prefect_targets = [f"{api}/events" for api in prefect.api_urls]
-            auth = {"Authorization": f"Bearer {TOKEN}"}
-            stamp = int(time.time())
-            results = {}
-            for path in ("relay", "prefect"):
-                run = f"t-bench-{path}-{stamp}"
-                since = datetime.now(UTC)
+        return compare(
+            prefect.api_url,
+            prefect.api_urls,
+            seconds,
+            concurrency,
+            "scale-out stack: PostgreSQL, Redis, 2 API servers, 1 services process",
+            {
+                "relay": "2 relays -> POST /api/events",
+                "prefect": "POST /api/events, 2 API servers",
+            },
+        )
 
-                def via_relay(n: int, run: str = run) -> tuple[dict[str, str], Any, list[str]]:
-                    return auth, cloud_event(run, n), []
 
-                def direct(n: int, run: str = run) -> tuple[dict[str, str], Any, list[str]]:
-                    event = from_cloud_event(cloud_event(run, n), received=datetime.now(UTC))
-                    return {}, [event], [event["id"]]
+def compare(
+    api_url: str,
+    api_urls: list[str],
+    seconds: float,
+    concurrency: int,
+    stack: str,
+    names: dict[str, str],
+) -> dict[str, dict[str, Any]]:
+    """One relay per API server; the same closed loop through the relays, then straight."""
+    relays = []
+    try:
+        for api in api_urls:
+            port = free_port()
+            env = {"PREFECT_API_URL": api, "RUNBOOKS_RELAY_ALLOWED_ACCOUNT_IDS": ACCOUNT}
+            relays.append((_serve(["relay", "--token", TOKEN], port, env, "/healthz"), port))
+        relay_targets = [f"http://127.0.0.1:{port}/eventbridge" for _, port in relays]
+        prefect_targets = [f"{api}/events" for api in api_urls]
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        stamp = int(time.time())
+        results = {}
+        for path in ("relay", "prefect"):
+            run = f"t-bench-{path}-{stamp}"
+            since = datetime.now(UTC)
 
-                request = via_relay if path == "relay" else direct
-                targets = relay_targets if path == "relay" else prefect_targets
-                result = asyncio.run(closed_loop(targets, request, seconds, concurrency))
-                acknowledged = len(result["acknowledged"])
-                result["stored"] = await_stored(prefect.api_url, run, since, acknowledged, 180)
-                results[path] = result
-        finally:
-            for proc, _ in relays:
-                proc.terminate()
-                proc.wait(timeout=15)
+            def via_relay(n: int, run: str = run) -> tuple[dict[str, str], Any, list[str]]:
+                return auth, cloud_event(run, n), []
+
+            def direct(n: int, run: str = run) -> tuple[dict[str, str], Any, list[str]]:
+                event = from_cloud_event(cloud_event(run, n), received=datetime.now(UTC))
+                return {}, [event], [event["id"]]
+
+            request = via_relay if path == "relay" else direct
+            targets = relay_targets if path == "relay" else prefect_targets
+            result = asyncio.run(closed_loop(targets, request, seconds, concurrency))
+            acknowledged = len(result["acknowledged"])
+            result["stored"] = await_stored(api_url, run, since, acknowledged, 180)
+            results[path] = result
+    finally:
+        for proc, _ in relays:
+            proc.terminate()
+            proc.wait(timeout=15)
     print(
-        f"scale-out stack: PostgreSQL, Redis, 2 API servers, 1 services process; "
-        f"{os.cpu_count()} cores shared by all; {concurrency} clients, one event a "
+        f"{stack}; {os.cpu_count()} cores shared by all; {concurrency} clients, one event a "
         f"request, {seconds:g} s per path"
     )
     print(
         f"{'path':<34} {'acked ev/s':>10} {'p50':>9} {'p99':>9} {'stored/acked':>14} {'non-2xx':>8}"
     )
-    names = {
-        "relay": "2 relays -> POST /api/events",
-        "prefect": "POST /api/events, 2 API servers",
-    }
     for path, r in results.items():
         print(
             f"{names[path]:<34} {r['per_s']:>10.0f} {r['p50_ms']:>7.1f}ms {r['p99_ms']:>7.1f}ms "

@@ -1,12 +1,13 @@
 """The event runbook against two polling runbooks, side by side, measured from outside.
 
-One local stack (`prefect server start`, alisim, the relay, the EventBridge rules), boots
-drawn per instance over 0 to `--boot-seconds` s. At each size the same alisim runs, one after
-the other: `provision_and_run` (events, driven as in `bench/runbook_bench.py`), and the
-polling baseline (`bench/polling_runbook.py`) with a fixed 5 s interval and with OOS
-`ACS::WaitFor`'s back-off (2, 4, 8 … s, capped at 300 s). Every figure comes from alisim's
-call log (`GET /_alisim/call-log`: each API call's and each published event's time at
-alisim), not from the runbooks' own accounts:
+One local stack (`prefect server start`, alisim and the relay each in its own process as in
+production (`bench/split_stack.py`; `--in-process` runs them as threads here), the EventBridge
+rules), boots drawn per instance over 0 to `--boot-seconds` s. At each size the same alisim
+runs, one after the other: `provision_and_run` (events, driven as in
+`bench/runbook_bench.py`), and the polling baseline (`bench/polling_runbook.py`) with a fixed
+5 s interval and with OOS `ACS::WaitFor`'s back-off (2, 4, 8 … s, capped at 300 s). Every
+figure comes from alisim's call log (`GET /_alisim/call-log`: each API call's and each
+published event's time at alisim), not from the runbooks' own accounts:
 
 - heartbeat → RunCommand: the last FirstHeartbeat published to the first RunCommand call;
 - delivery → read: the last TaskCompleted/OutputDelivered published to the first OSS
@@ -34,6 +35,7 @@ from alicloud_runbooks.report import WaitSummary
 from alisim.config import BootTime, zero_delay_settings
 from bench.polling_runbook import fixed, oos_backoff, polling_provision_and_run
 from bench.runbook_bench import WARM_UP_INSTANCES, _quiet_console
+from bench.split_stack import start_split
 from flows.provision_and_run import provision_and_run
 from flows.steps import CommandSpec
 from local_stack.stack import LocalStack, flush_prefect_clients
@@ -204,7 +206,10 @@ def main() -> None:
         nargs=3,
         default=None,
         metavar=("PREFECT", "ALISIM", "RELAY"),
-        help="fixed ports for the stack (default: free ones)",
+        help="fixed ports for the stack, with --in-process (default: free ones)",
+    )
+    parser.add_argument(
+        "--in-process", action="store_true", help="alisim and the relay as threads of this one"
     )
     parser.add_argument("--verbose", action="store_true", help="show the flows' own log lines")
     args = parser.parse_args()
@@ -216,9 +221,13 @@ def main() -> None:
     ports = args.ports or (None, None, None)
     stack = LocalStack(
         sim_settings=settings, prefect_port=ports[0], sim_port=ports[1], relay_port=ports[2]
-    ).start()
+    )
     rows: list[Measured] = []
     try:
+        if args.in_process:
+            stack.start()
+        else:
+            start_split(stack)
         stack.credentials().oss_bucket(BUCKET).create_bucket()
         note = f"boots 0-{args.boot_seconds:g} s, {os.cpu_count()} cores"
         print(f"side by side at {args.sizes} instances, {note}, script {SCRIPT!r}")

@@ -57,6 +57,7 @@ class Receiver:
     """An HTTP endpoint that fails its first `fail_first` requests (or all), then answers 200.
 
     `hang_first` requests get no answer until `release()`; the sender must time out.
+    `delay` holds every answer that many seconds; `peak` is the most requests seen at once.
     """
 
     def __init__(
@@ -67,8 +68,12 @@ class Receiver:
         always_fail: bool = False,
         hang_first: int = 0,
         fail_status: int = 500,
+        delay: float = 0.0,
     ) -> None:
         self.requests: list[Received] = []
+        self.delay = delay
+        self.in_flight = 0
+        self.peak = 0
         self.fail_first = fail_first
         self.always_fail = always_fail
         self.fail_status = fail_status
@@ -80,6 +85,13 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if receiver.delay:
+                    with receiver._changed:
+                        receiver.in_flight += 1
+                        receiver.peak = max(receiver.peak, receiver.in_flight)
+                    time.sleep(receiver.delay)
+                    with receiver._changed:
+                        receiver.in_flight -= 1
                 if receiver._take_hang():
                     receiver._released.wait(10)
                     return
@@ -94,7 +106,10 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 1024  # a burst of pushes must not wait to be accepted
+
+        self.server = Server(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -532,6 +547,26 @@ def test_jsonpath_template_and_constant_bodies(
     assert rendered["text"] == "now Running" and rendered["data"] == data
     assert rendered["team"] == "ops" and len(rendered["eventId"]) == 36
     assert json.loads(by_path["/constant"]) == {"ping": 1}
+
+
+def test_a_burst_is_pushed_to_a_slow_target_at_once_not_through_a_narrow_window(
+    sim: AlisimServer,
+    bridge: EventBridgeClient,
+    ecs: EcsClient,
+    receivers: Callable[..., Receiver],
+) -> None:
+    """Like the real service, whose HTTP pushes have no documented cap: alisim's old limit of
+    32 pushes in flight made a 1,000-instance launch measure alisim, not the event path."""
+    receiver = receivers(delay=1.0)
+    create_rule(bridge, "burst", '{"source":["acs.ecs"]}', [http_target("slow", receiver.url)])
+    launched = ecs.run_instances(
+        ecs_models.RunInstancesRequest(
+            region_id=REGION, image_id=LINUX_IMAGE, instance_type="ecs.g7.large", amount=50
+        )
+    )
+    assert len(launched.body.instance_id_sets.instance_id_set) == 50
+    receiver.wait_for(lambda requests: len(requests) >= 200, timeout=30)
+    assert receiver.peak >= 100, f"at most {receiver.peak} pushes were in flight at once"
 
 
 def test_retries_until_the_receiver_recovers(
