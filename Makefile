@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ros_bench
 	$(BIN)/python -m bench.runbook_bench
 	$(BIN)/python -m bench.side_by_side
+	$(BIN)/python -m bench.burst_profile
 
 constraints:
 	rm -rf .constraints-venv

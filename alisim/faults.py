@@ -34,6 +34,9 @@ class ApiFault(BaseModel):
     ] = "Throttling.User"
     rate: float = Field(default=1.0, ge=0, le=1)
     count: int | None = Field(default=None, ge=1, description="Stop after failing this many.")
+    after: int = Field(
+        default=0, ge=0, description="Let this many matching calls through before failing."
+    )
     retry_after_ms: int = Field(default=100, ge=0)
 
 
@@ -125,6 +128,9 @@ class Faults:
             if fault.product not in ("*", product) or fault.action not in ("*", action):
                 continue
             if fault.count is not None and fault.count <= 0:
+                continue
+            if fault.after > 0:
+                fault.after -= 1
                 continue
             if random.random() >= fault.rate:
                 continue

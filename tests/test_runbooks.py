@@ -352,3 +352,45 @@ def test_the_output_wait_starts_with_the_result_wait(cloud, prefect_server) -> N
     delivery = next(w for w in report.waits if w.name == "OutputDelivered")
     assert (delivery.by_event, delivery.by_reconciliation) == (2, 0)
     assert describe_calls(cloud) == {}
+
+
+def test_results_are_taken_while_the_next_runcommand_is_still_being_retried(
+    cloud, prefect_server
+) -> None:
+    """RunCommand goes out off the flow's event loop: while the second batch's call is being
+    throttled and retried, the first batch's TaskCompleted events are already in the run (on
+    the loop they would wait for the whole task)."""
+    ids = [i for n in (50, 50, 1) for i in launch_ready(cloud, n)]  # two RunCommand batches
+    faults(
+        cloud,
+        api=[{"product": "Ecs", "action": "RunCommand", "after": 1, "count": 3}],
+    )
+    started = datetime.now().timestamp()
+    state = run_state(run_command, cloud, instance_ids=ids, script="echo ok")
+    assert state.is_completed()
+    flow_run_id = str(state.state_details.flow_run_id)
+    log = httpx.get(f"{cloud.sim_url}/_alisim/call-log", params={"since": started}).json()
+    run_commands = [c["time"] for c in log["calls"] if c["action"] == "RunCommand"]
+    assert len(run_commands) == 5  # the first batch, then the second: 3 throttled, 1 taken
+
+    def arrivals() -> list[float] | None:
+        events = httpx.post(
+            f"{prefect_server.api_url}/events/filter",
+            json={
+                "filter": {
+                    "event": {"name": ["runbooks.wait.settled"]},
+                    "related": {"id": [f"prefect.flow-run.{flow_run_id}"]},
+                },
+                "limit": 50,
+            },
+        ).json()["events"]
+        times = [
+            datetime.fromisoformat(entry["arrived"]).timestamp()
+            for e in events
+            if e["payload"]["wait"] == "TaskCompleted"
+            for entry in e["payload"]["settled"]
+        ]
+        return times if len(times) == len(ids) else None
+
+    first_in = min(wait_until(arrivals, timeout=20, interval=0.3))
+    assert first_in < max(run_commands), "no result was taken before the last RunCommand"
