@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 
@@ -24,28 +22,10 @@ import httpx
 from alicloud_runbooks.clients import Endpoint, eventbridge_client
 from alicloud_runbooks.subscribe import subscribe
 from alisim.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, DEFAULT_REGION
-from local_stack.servers import PrefectServer, free_port
+from bench.split_stack import ServerProcess
+from local_stack.servers import PrefectServer
 
 TOKEN = "bench-token"
-
-
-def _serve(args: list[str], port: int, env: dict[str, str], health: str) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "local_stack.cli", *args, "--port", str(port)],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}{health}", timeout=1).status_code < 500:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"{args[0]} did not start")
 
 
 def task_completed(run: str, n: int) -> dict:
@@ -144,17 +124,12 @@ def main() -> None:
 
         run_scale_out(args.seconds, args.concurrency)
         return
-    sim_port, relay_port = free_port(), free_port()
     with PrefectServer() as prefect:
-        sim = _serve(
-            ["sim", "--zero-boot", "--log-level", "warning"], sim_port, {}, "/_alisim/health"
+        sim = ServerProcess(["sim", "--zero-boot", "--log-level", "warning"], {}, "/_alisim/health")
+        relay = ServerProcess(
+            ["relay", "--token", TOKEN], {"PREFECT_API_URL": prefect.api_url}, "/healthz"
         )
-        relay = _serve(
-            ["relay", "--token", TOKEN],
-            relay_port,
-            {"PREFECT_API_URL": prefect.api_url},
-            "/healthz",
-        )
+        sim_port, relay_port = sim.port, relay.port
         try:
             client = eventbridge_client(
                 access_key_id=DEFAULT_ACCESS_KEY_ID,
@@ -190,9 +165,8 @@ def main() -> None:
                     flush=True,
                 )
         finally:
-            for proc in (relay, sim):
-                proc.terminate()
-                proc.wait(timeout=15)
+            relay.stop()
+            sim.stop()
 
 
 if __name__ == "__main__":

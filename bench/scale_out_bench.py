@@ -32,9 +32,10 @@ from typing import Any
 import httpx
 
 from alicloud_runbooks.events.mapping import from_cloud_event
-from bench.relay_bench import TOKEN, _serve, _stored
+from bench.relay_bench import TOKEN, _stored
+from bench.split_stack import ServerProcess
 from local_stack.scale_out import ScaleOutPrefect
-from local_stack.servers import PrefectServer, free_port
+from local_stack.servers import PrefectServer
 
 ACCOUNT = "1234567890123456"
 
@@ -174,10 +175,9 @@ def compare(
     relays = []
     try:
         for api in api_urls:
-            port = free_port()
             env = {"PREFECT_API_URL": api, "RUNBOOKS_RELAY_ALLOWED_ACCOUNT_IDS": ACCOUNT}
-            relays.append((_serve(["relay", "--token", TOKEN], port, env, "/healthz"), port))
-        relay_targets = [f"http://127.0.0.1:{port}/eventbridge" for _, port in relays]
+            relays.append(ServerProcess(["relay", "--token", TOKEN], env, "/healthz"))
+        relay_targets = [f"{relay.url}/eventbridge" for relay in relays]
         prefect_targets = [f"{api}/events" for api in api_urls]
         auth = {"Authorization": f"Bearer {TOKEN}"}
         stamp = int(time.time())
@@ -200,9 +200,8 @@ def compare(
             result["stored"] = await_stored(api_url, run, since, acknowledged, 180)
             results[path] = result
     finally:
-        for proc, _ in relays:
-            proc.terminate()
-            proc.wait(timeout=15)
+        for relay in relays:
+            relay.stop()
     print(
         f"{stack}; {os.cpu_count()} cores shared by all; {concurrency} clients, one event a "
         f"request, {seconds:g} s per path"
