@@ -28,7 +28,7 @@ from prefect.client.orchestration import get_client
 
 from alicloud_runbooks.events import names
 from alisim.config import zero_delay_settings
-from local_stack.servers import PrefectServer
+from local_stack.servers import FAST_EVENT_STORE, PrefectServer
 from local_stack.serving import ServedDeployments
 from local_stack.stack import LocalStack
 
@@ -103,9 +103,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    prefect = PrefectServer(
-        extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"}
-    )
+    prefect = PrefectServer(extra_env=FAST_EVENT_STORE)
     stack = LocalStack(sim_settings=zero_delay_settings())
     try:
         prefect.start()

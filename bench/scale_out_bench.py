@@ -35,7 +35,7 @@ from alicloud_runbooks.events.mapping import from_cloud_event
 from bench.relay_bench import TOKEN, _stored
 from bench.split_stack import ServerProcess
 from local_stack.scale_out import ScaleOutPrefect
-from local_stack.servers import PrefectServer
+from local_stack.servers import FAST_EVENT_STORE, PrefectServer
 
 ACCOUNT = "1234567890123456"
 
@@ -132,9 +132,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def run_sqlite(seconds: float, concurrency: int) -> dict[str, dict[str, Any]]:
     """The default stack: one `prefect server start` on SQLite and one relay in front of it."""
-    server = PrefectServer(
-        extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"}
-    ).start()
+    server = PrefectServer(extra_env=FAST_EVENT_STORE).start()
     try:
         return compare(
             server.api_url,

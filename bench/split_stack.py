@@ -18,7 +18,7 @@ import time
 
 import httpx
 
-from local_stack.servers import free_port
+from local_stack.servers import FAST_EVENT_STORE, PrefectServer, free_port
 from local_stack.stack import LocalStack
 
 
@@ -43,9 +43,9 @@ class ServerProcess:
             except httpx.HTTPError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
                 self.log.seek(0)
                 said = self.log.read()[-2000:].decode("utf-8", "replace")
+                self.stop()
                 raise RuntimeError(f"runbooks {args[0]} did not start on {self.url}: {said}")
             time.sleep(0.1)
 
@@ -58,7 +58,6 @@ class ServerProcess:
         return f"{self.host}:{self.port}"
 
     def stop(self) -> None:
-        self.log.close() if self.proc.poll() is not None else None
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -66,16 +65,13 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+        self.log.close()
 
 
 def start_split(stack: LocalStack) -> LocalStack:
     """Start `stack` with its own Prefect server, alisim and the relay each in a process."""
-    from local_stack.servers import PrefectServer
-
     try:
-        stack.prefect = PrefectServer(
-            extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"}
-        ).start()
+        stack.prefect = PrefectServer(extra_env=FAST_EVENT_STORE).start()
         stack.sim = ServerProcess(["sim"], {}, "/_alisim/health")  # type: ignore[assignment]
         settings = stack.sim_settings.model_dump(mode="json")
         httpx.patch(f"{stack.sim_url}/_alisim/settings", json=settings).raise_for_status()

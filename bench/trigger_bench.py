@@ -30,7 +30,7 @@ from alibabacloud_ecs20140526 import models as ecs
 
 from alicloud_runbooks.events import names
 from alisim.config import zero_delay_settings
-from local_stack.servers import PrefectServer
+from local_stack.servers import FAST_EVENT_STORE, PrefectServer
 from local_stack.serving import ServedDeployments
 from local_stack.stack import LocalStack
 
@@ -91,9 +91,7 @@ def main() -> int:
     parser.add_argument("--poll-seconds", type=float, default=1.0)
     parser.add_argument("--start-method", choices=["forkserver", "spawn"], default="forkserver")
     args = parser.parse_args()
-    prefect = PrefectServer(
-        extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"}
-    )
+    prefect = PrefectServer(extra_env=FAST_EVENT_STORE)
     stack = LocalStack(sim_settings=zero_delay_settings())
     rows: list[tuple[str, float, float, float, float]] = []
     try:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from local_stack.servers import PrefectServer, free_port
+from local_stack.servers import FAST_EVENT_STORE, PrefectServer, free_port
 
 # Redis ≥ 6.2: prefect-redis claims stalled messages with XAUTOCLAIM.
 REDIS_INSTALL = "apt-get install -y redis-server (Redis ≥ 6.2)"
@@ -301,7 +301,7 @@ def prefect_env(database_url: str, redis: Redis) -> dict[str, str]:
         # the default batch of 20, a SIGKILL of the services loses up to 19 acknowledged
         # events. A batch of 1 writes each event to PostgreSQL before it is acknowledged.
         "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "1",
-        "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5",
+        **FAST_EVENT_STORE,
     }
 
 

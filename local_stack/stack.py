@@ -23,7 +23,7 @@ from alicloud_runbooks.relay.settings import RelaySettings
 from alicloud_runbooks.subscribe import subscribe
 from alisim.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Settings
 from alisim.server import AlisimServer
-from local_stack.servers import PrefectServer, ThreadedServer
+from local_stack.servers import FAST_EVENT_STORE, PrefectServer, ThreadedServer
 
 if TYPE_CHECKING:
     from local_stack.scale_out import ScaleOutPrefect
@@ -67,7 +67,7 @@ class LocalStack:
                 self.prefect = PrefectServer(
                     port=self.prefect_port,
                     home=self.prefect_home,
-                    extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"},
+                    extra_env=FAST_EVENT_STORE,
                 )
                 self.prefect.start()
             else:

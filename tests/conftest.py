@@ -45,11 +45,9 @@ def access_key() -> tuple[str, str]:
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[object]:
     """A real `prefect server start` (SQLite) for the session; flushes events quickly."""
-    from local_stack.servers import PrefectServer
+    from local_stack.servers import FAST_EVENT_STORE, PrefectServer
 
-    server = PrefectServer(
-        extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"}
-    )
+    server = PrefectServer(extra_env=FAST_EVENT_STORE)
     server.start()
     try:
         yield server

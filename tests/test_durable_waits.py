@@ -17,7 +17,7 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from alisim.config import zero_delay_settings
-from local_stack.servers import PrefectServer
+from local_stack.servers import FAST_EVENT_STORE, PrefectServer
 from local_stack.serving import ServedDeployments
 from local_stack.stack import LocalStack
 from tests.helpers import wait_until
@@ -34,7 +34,7 @@ def served(tmp_path_factory) -> Iterator[LocalStack]:
     prefect = PrefectServer(
         home=tmp_path_factory.mktemp("durable-home"),
         extra_env={
-            "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5",
+            **FAST_EVENT_STORE,
             "PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY": "PT1S",
         },
     )

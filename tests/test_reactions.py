@@ -20,7 +20,7 @@ from alicloud_runbooks.restarts import MANAGED_TAG
 from alisim.config import zero_delay_settings
 from flows.run_command import run_command
 from flows.steps import CommandSpec
-from local_stack.servers import PrefectServer
+from local_stack.servers import FAST_EVENT_STORE, PrefectServer
 from local_stack.serving import ServedDeployments
 from local_stack.stack import LocalStack
 from tasks.instances import stop_instances
@@ -41,7 +41,7 @@ def served(tmp_path_factory) -> Iterator[LocalStack]:
     it closes (the server's event persister flushes every 0.5 s here)."""
     prefect = PrefectServer(
         home=tmp_path_factory.mktemp("reactive-home"),
-        extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"},
+        extra_env=FAST_EVENT_STORE,
     )
     stack = LocalStack(sim_settings=zero_delay_settings())
     try:

@@ -19,7 +19,7 @@ from alisim.config import zero_delay_settings
 from flows.provision_and_run import provision_and_run
 from flows.run_command import run_command
 from flows.steps import CommandSpec
-from local_stack.servers import PrefectServer
+from local_stack.servers import FAST_EVENT_STORE, PrefectServer
 from local_stack.stack import LocalStack
 from tests.helpers import wait_until
 from tests.runbook_stack import (
@@ -188,9 +188,7 @@ def test_ten_percent_lost_events_cost_seconds_not_the_deadline(cloud) -> None:
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_prefect_restart_mid_run_still_ends_every_instance_right(how: signal.Signals) -> None:
-    with PrefectServer(
-        extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"}
-    ) as prefect:
+    with PrefectServer(extra_env=FAST_EVENT_STORE) as prefect:
         stack = LocalStack(sim_settings=zero_delay_settings())
         stack.start(prefect=prefect)
         try:

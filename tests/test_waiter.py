@@ -30,7 +30,7 @@ from alicloud_runbooks.events import names
 from alicloud_runbooks.reconciliation import Answer, RetryPolicy, StragglerPolicy
 from alicloud_runbooks.stream import EventStream
 from alicloud_runbooks.waiter import EventWait, Owner, WaitControl, wait_for_events
-from local_stack.servers import PrefectServer, free_port
+from local_stack.servers import FAST_EVENT_STORE, PrefectServer, free_port
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -508,8 +508,8 @@ def test_the_waiter_works_with_the_ephemeral_prefect_server(tmp_path: Path) -> N
     env.update(
         PREFECT_HOME=str(tmp_path),
         PREFECT_SERVER_ALLOW_EPHEMERAL_MODE="true",
-        PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL="0.5",
         PYTHONPATH=str(ROOT),
+        **FAST_EVENT_STORE,
     )
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180
@@ -522,9 +522,7 @@ async def test_the_stream_says_when_it_is_down_and_comes_back_by_itself() -> Non
     """`connected` is the connection now; the stream comes back by itself, and an event sent
     while it reconnects still settles its key (live, or by a store read)."""
     with (
-        PrefectServer(
-            extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"}
-        ) as server,
+        PrefectServer(extra_env=FAST_EVENT_STORE) as server,
         temporary_settings(updates={PREFECT_API_URL: server.api_url}),
     ):
         keys = ids(2)
