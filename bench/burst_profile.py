@@ -53,8 +53,13 @@ PARTS = ("prefect", "alisim", "relay", "flow")
 PAGE = 50
 
 
+def _stat(path: str) -> list[str]:
+    """The fields of a /proc stat file after the command name (state, ppid, …)."""
+    return Path(path).read_text().rsplit(")", 1)[1].split()
+
+
 def _ticks(path: str) -> float:
-    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    fields = _stat(path)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -64,10 +69,9 @@ def _tree_cpu(roots: list[int]) -> float:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry)] = int(_stat(f"/proc/{entry}/stat")[1])
             except OSError:
                 continue
-            parents[int(entry)] = int(fields[1])
     wanted, total = set(roots), 0.0
     for pid in sorted(parents):
         node, seen = pid, 0
