@@ -84,3 +84,13 @@ def call_action(
         body_type="json",
     )
     return client.call_api(params, OpenApiRequest(query=query), RuntimeOptions())
+
+
+def events_in_store(prefect_server: Any, **filter: Any) -> list[dict[str, Any]]:
+    """Up to 50 events in Prefect's store matching `filter` (`event=`, `related=`, `id=` …)."""
+    response = httpx.post(
+        f"{prefect_server.api_url}/events/filter",
+        json={"filter": {"occurred": {"since": "2020-01-01T00:00:00Z"}, **filter}, "limit": 50},
+    )
+    response.raise_for_status()
+    return response.json()["events"]

@@ -17,6 +17,7 @@ from alisim.config import zero_delay_settings
 from flows.provision_and_run import provision_and_run
 from flows.run_command import run_command
 from local_stack.stack import LocalStack, flush_prefect_clients
+from tests.helpers import events_in_store as events
 from tests.helpers import wait_until
 from tests.runbook_stack import BUCKET, faults, launch_ready, run_state
 
@@ -55,15 +56,6 @@ def artifacts(prefect_server: Any, flow_run_id: str) -> list[dict[str, Any]]:
         f"{prefect_server.api_url}/artifacts/filter",
         json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 100},
     ).json()
-
-
-def events(prefect_server: Any, **filter: Any) -> list[dict[str, Any]]:
-    response = httpx.post(
-        f"{prefect_server.api_url}/events/filter",
-        json={"filter": {"occurred": {"since": "2020-01-01T00:00:00Z"}, **filter}, "limit": 50},
-    )
-    response.raise_for_status()
-    return response.json()["events"]
 
 
 def related(event: dict[str, Any], role: str) -> list[str]:

@@ -14,7 +14,7 @@ from alibabacloud_ecs20140526 import models as ecs
 from flows.provision_and_run import provision_and_run
 from flows.run_command import run_command
 from flows.steps import CommandSpec
-from tests.helpers import wait_until
+from tests.helpers import events_in_store, wait_until
 from tests.runbook_stack import (
     BUCKET,
     describe_calls,
@@ -374,16 +374,11 @@ def test_results_are_taken_while_the_next_runcommand_is_still_being_retried(
     assert len(run_commands) == 5  # the first batch, then the second: 3 throttled, 1 taken
 
     def arrivals() -> list[float] | None:
-        events = httpx.post(
-            f"{prefect_server.api_url}/events/filter",
-            json={
-                "filter": {
-                    "event": {"name": ["runbooks.wait.settled"]},
-                    "related": {"id": [f"prefect.flow-run.{flow_run_id}"]},
-                },
-                "limit": 50,
-            },
-        ).json()["events"]
+        events = events_in_store(
+            prefect_server,
+            event={"name": ["runbooks.wait.settled"]},
+            related={"id": [f"prefect.flow-run.{flow_run_id}"]},
+        )
         times = [
             datetime.fromisoformat(entry["arrived"]).timestamp()
             for e in events
