@@ -185,7 +185,7 @@ def _account_id(value: str) -> str:
 
 
 def _instance_states(value: str) -> tuple[str, ...] | None:
-    from alicloud_runbooks.subscribe import parse_instance_states
+    from alicloud_runbooks.instance_states import parse_instance_states
 
     try:
         return parse_instance_states(value)
@@ -252,7 +252,12 @@ def _doctor(args: argparse.Namespace) -> int:
     from pydantic import SecretStr
 
     from alicloud_runbooks.blocks import AlibabaCloudCredentials
-    from local_stack.doctor import DoctorConfig, run_doctor
+    from local_stack.doctor import (
+        DEFAULT_IMAGE,
+        DEFAULT_INSTANCE_TYPE,
+        DoctorConfig,
+        run_doctor,
+    )
 
     token = args.token or os.environ.get("RUNBOOKS_RELAY_TOKEN")
     if not token:
@@ -299,8 +304,8 @@ def _doctor(args: argparse.Namespace) -> int:
         dead_letter_arn=args.dead_letter_arn,
         output_bucket=args.output_bucket,
         account_id=args.account_id,
-        image_id=args.image_id,
-        instance_type=args.instance_type,
+        image_id=args.image_id or DEFAULT_IMAGE,
+        instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE,
         vswitch_id=args.vswitch_id,
         security_group_id=args.security_group_id,
         push_timeout=args.push_timeout,
@@ -309,7 +314,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from alicloud_runbooks.subscribe import FORWARDED_INSTANCE_STATES
+    from alicloud_runbooks.instance_states import FORWARDED_INSTANCE_STATES
 
     parser = argparse.ArgumentParser(prog="runbooks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -383,8 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     subs.add_argument("--dry-run", action="store_true", help="print what would be created")
     subs.set_defaults(func=_subscribe)
 
-    from local_stack.doctor import DEFAULT_IMAGE, DEFAULT_INSTANCE_TYPE
-
+    # local_stack.doctor imports the SDKs and Prefect (seconds): its defaults are applied in
+    # _doctor, so that building the command line stays cheap for every command.
     doctor = sub.add_parser(
         "doctor",
         help="check an account for the runbooks: credentials, region, permissions, the "
@@ -424,8 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="for the test push when the credentials fail (else from STS)",
     )
-    doctor.add_argument("--image-id", default=DEFAULT_IMAGE, help="for the RunInstances DryRun")
-    doctor.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE)
+    doctor.add_argument(
+        "--image-id",
+        default=None,
+        help="for the RunInstances DryRun (default: provision-and-run's image)",
+    )
+    doctor.add_argument("--instance-type", default=None, help="default: ecs.g7.large")
     doctor.add_argument("--vswitch-id", default=None)
     doctor.add_argument("--security-group-id", default=None)
     doctor.add_argument(
@@ -472,8 +481,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="switch on the event triggers that prefect.yaml leaves disabled",
     )
-    from local_stack.demo import DEFAULT_PREFECT_PORT, DEFAULT_RELAY_PORT, DEFAULT_SIM_PORT
-    from local_stack.home import DEFAULT_HOME, HOME_ENV, default_home
+    from local_stack.home import (
+        DEFAULT_HOME,
+        DEFAULT_PREFECT_PORT,
+        DEFAULT_RELAY_PORT,
+        DEFAULT_SIM_PORT,
+        HOME_ENV,
+        default_home,
+    )
 
     for flag, default, what in (
         ("--prefect-port", DEFAULT_PREFECT_PORT, "Prefect's API and UI"),

@@ -24,7 +24,17 @@ from typing import Any, TextIO
 
 from alicloud_runbooks.report import RunReport
 from alicloud_runbooks.text import plural
-from local_stack.home import HomeInUse, Piece, StackHome, StackState, default_home, now
+from local_stack.home import (
+    DEFAULT_PREFECT_PORT,
+    DEFAULT_RELAY_PORT,
+    DEFAULT_SIM_PORT,
+    HomeInUse,
+    Piece,
+    StackHome,
+    StackState,
+    default_home,
+    now,
+)
 from local_stack.scale_out import ScaleOutPrefect
 from local_stack.servers import PortTaken, ensure_free
 from local_stack.stack import LocalStack, flush_prefect_clients
@@ -416,11 +426,6 @@ def _up_banner(stack: LocalStack, enable_triggers: bool, home: StackHome) -> lis
         "",
         "Serving the deployments; Ctrl-C stops everything.",
     ]
-
-
-DEFAULT_PREFECT_PORT = 4210  # not Prefect's own 4200, so a `prefect server start` can run beside
-DEFAULT_SIM_PORT = 9800  # as `runbooks sim`
-DEFAULT_RELAY_PORT = 9810  # as `runbooks relay`
 
 
 def _state(stack: LocalStack) -> StackState:

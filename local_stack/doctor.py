@@ -37,8 +37,8 @@ from pydantic import BaseModel, SecretStr
 from alicloud_runbooks.blocks import AlibabaCloudCredentials
 from alicloud_runbooks.errors import AlibabaCloudError, call
 from alicloud_runbooks.events.mapping import prefect_event_id
+from alicloud_runbooks.instance_states import FORWARDED_INSTANCE_STATES
 from alicloud_runbooks.subscribe import (
-    FORWARDED_INSTANCE_STATES,
     INSTANCE_STATE_RULE,
     TARGET_ID,
     as_planned,

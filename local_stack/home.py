@@ -1,6 +1,7 @@
 """The home of a local stack kept between starts (`runbooks up --home`): Prefect's home and
 SQLite database, alisim's data directory, the relay token, and `stack.json`, which says what
-is running where while `runbooks up` runs (`runbooks status` reads it)."""
+is running where while `runbooks up` runs (`runbooks status` reads it); and the fixed ports a
+kept stack listens on by default."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from pydantic import BaseModel, ValidationError
 
 DEFAULT_HOME = "~/.runbooks/local"
 HOME_ENV = "RUNBOOKS_HOME"
+
+DEFAULT_PREFECT_PORT = 4210  # not Prefect's own 4200, so a `prefect server start` can run beside
+DEFAULT_SIM_PORT = 9800  # as `runbooks sim`
+DEFAULT_RELAY_PORT = 9810  # as `runbooks relay`
 
 
 def default_home() -> Path:
